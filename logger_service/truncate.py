@@ -1,0 +1,145 @@
+"""Truncation of prompt and response, so records stay small, valid JSON with visible structure.
+
+Long strings are cut with a marker giving their original length; if that is not enough, long
+lists keep their first and last items with a marker item in between. Pure functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+MIN_KEPT_CHARS = 32
+KEPT_LIST_ENDS = 2
+MARKER_LENGTH = len("…[truncated, 1000000 chars]")
+
+
+def truncation_marker(original_length: int) -> str:
+    return f"…[truncated, {original_length} chars]"
+
+
+def fit(value: Any, budget: int) -> Any:
+    """`value` cut until it serialises to about `budget` characters at most."""
+    size = _size(value)
+    if size <= budget:
+        return value
+    lengths = _string_lengths(value)
+    limit = _largest_fitting_limit(lengths, size, budget)
+    while True:
+        cut = _cut_strings(value, limit)
+        if _size(cut) <= budget or limit == MIN_KEPT_CHARS:
+            break
+        limit = max(MIN_KEPT_CHARS, limit // 2)
+    while _size(cut) > budget:
+        shorter = _cut_longest_list(cut)
+        if shorter is None:
+            break
+        cut = shorter
+    return cut
+
+
+def _size(value: Any) -> int:
+    return len(orjson.dumps(value))
+
+
+def _string_lengths(value: Any) -> list[int]:
+    if isinstance(value, str):
+        return [len(value)]
+    if isinstance(value, dict):
+        return [n for item in value.values() for n in _string_lengths(item)]
+    if isinstance(value, list):
+        return [n for item in value for n in _string_lengths(item)]
+    return []
+
+
+def _estimated_size(lengths: list[int], size: int, limit: int) -> int:
+    """Serialised size after cutting every string longer than `limit` (ASCII estimate)."""
+    saved = sum(n - limit - MARKER_LENGTH for n in lengths if n > limit + MARKER_LENGTH)
+    return size - saved
+
+
+def _largest_fitting_limit(lengths: list[int], size: int, budget: int) -> int:
+    low, high = MIN_KEPT_CHARS, max(lengths, default=MIN_KEPT_CHARS)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _estimated_size(lengths, size, middle) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _cut_strings(value: Any, limit: int) -> Any:
+    if isinstance(value, str):
+        if len(value) <= limit + MARKER_LENGTH:
+            return value
+        return value[:limit] + truncation_marker(len(value))
+    if isinstance(value, dict):
+        return {key: _cut_strings(item, limit) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_cut_strings(item, limit) for item in value]
+    return value
+
+
+def _cut_longest_list(value: Any) -> Any | None:
+    """`value` with its longest list cut to its ends plus a marker; None if none is cuttable."""
+    found = _longest_list(value)
+    return None if found is None else _replace_at(value, found[1], _shorten_list)
+
+
+def _longest_list(value: Any, path: tuple = ()) -> tuple[int, tuple] | None:
+    """(length, path) of the longest list worth shortening inside `value`."""
+    best = None
+    if isinstance(value, list):
+        if len(value) > 2 * KEPT_LIST_ENDS + 1:
+            best = (len(value), path)
+        children = enumerate(value)
+    elif isinstance(value, dict):
+        children = iter(value.items())
+    else:
+        return None
+    for key, item in children:
+        found = _longest_list(item, (*path, key))
+        if found is not None and (best is None or found[0] > best[0]):
+            best = found
+    return best
+
+
+def _replace_at(value: Any, path: tuple, change: Any) -> Any:
+    if not path:
+        return change(value)
+    head, rest = path[0], path[1:]
+    if isinstance(value, dict):
+        return {**value, head: _replace_at(value[head], rest, change)}
+    copy = list(value)
+    copy[head] = _replace_at(value[head], rest, change)
+    return copy
+
+
+def _shorten_list(items: list) -> list:
+    omitted = len(items) - 2 * KEPT_LIST_ENDS
+    return [*items[:KEPT_LIST_ENDS], f"…[{omitted} items omitted]", *items[-KEPT_LIST_ENDS:]]
+
+
+def truncate_stream_response(response: dict[str, Any], budget: int, max_chunks: int) -> dict:
+    """A streamed response: the assembled result first (half the budget at most), then at most
+    `max_chunks` chunks in what is left."""
+    assembled = fit(response.get("assembled"), budget // 2)
+    chunks = response.get("chunks") or []
+    kept = fit(chunks[:max_chunks], max(budget - _size(assembled), MIN_KEPT_CHARS))
+    return {**response, "assembled": assembled, "chunks": kept}
+
+
+def truncate_record(
+    record: dict[str, Any], *, max_field_size: int, max_chunks: int, full_trace: bool
+) -> dict[str, Any]:
+    """The record as events.jsonl keeps it under the README's rules."""
+    if full_trace:
+        return record
+    response = record.get("response")
+    if isinstance(response, dict) and "assembled" in response and "chunks" in response:
+        response = truncate_stream_response(response, max_field_size, max_chunks)
+    else:
+        response = fit(response, max_field_size)
+    return {**record, "prompt": fit(record.get("prompt"), max_field_size), "response": response}

@@ -1,0 +1,144 @@
+"""The logger: reads usage events from the Redis stream and appends them to events.jsonl.
+
+At-least-once delivery from Redis plus request_id dedupe in the sink gives exactly-once lines:
+a batch is written and fsynced before it is acknowledged (XACK) and deleted (XDEL); after a crash
+the entries it had read but not acknowledged are read again from the group's pending list (its
+own, by its stable consumer name; a dead consumer's, through XAUTOCLAIM) and the ones already
+written are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from logger_service.keyfile import KeyFileKeeper
+from logger_service.records import record_line
+from logger_service.sink import EventSink
+from shared import redis_names
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 1000
+BLOCK_MS = 200
+CLAIM_IDLE_MS = 30_000
+CLAIM_EVERY_SECONDS = 10.0
+HEARTBEAT_TTL_SECONDS = 10
+KEYFILE_EVERY_SECONDS = 0.2
+RETRY_DELAY_SECONDS = 0.5
+
+
+class UsageLogger:
+    def __init__(self, settings: Settings, redis: Redis) -> None:
+        self._settings = settings
+        self._redis = redis
+        self._consumer = settings.logger_consumer
+        self.sink = EventSink(settings.events_path)
+        self.keyfile = KeyFileKeeper(redis, settings.keys_path)
+        self._stop = asyncio.Event()
+        self.written = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Until stop(): keep keys.json in step and move events to the file, riding out Redis
+        outages."""
+        self.sink.open()
+        try:
+            await asyncio.gather(self._events_loop(), self._keyfile_loop())
+        finally:
+            self.sink.close()
+
+    async def _keyfile_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.keyfile.tick()
+                await self._redis.set(
+                    redis_names.LOGGER_HEARTBEAT, int(time.time()), ex=HEARTBEAT_TTL_SECONDS
+                )
+            except (RedisError, OSError) as error:
+                log.warning("key file sync: Redis unavailable (%s)", error)
+            await self._sleep(KEYFILE_EVERY_SECONDS)
+
+    async def _events_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self._ensure_group()
+                await self._consume()
+            except (RedisError, OSError) as error:
+                log.warning("event stream: Redis unavailable (%s); retrying", error)
+                await self._sleep(RETRY_DELAY_SECONDS)
+
+    async def _ensure_group(self) -> None:
+        try:
+            await self._redis.xgroup_create(
+                redis_names.EVENTS_STREAM, redis_names.LOGGER_GROUP, id="0", mkstream=True
+            )
+        except ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    async def _consume(self) -> None:
+        """Own pending entries first (a previous run's), then new ones, claiming dead
+        consumers' leftovers now and then."""
+        while await self._read_batch("0"):
+            pass
+        next_claim = 0.0
+        while not self._stop.is_set():
+            if time.monotonic() >= next_claim:
+                await self._claim_abandoned()
+                next_claim = time.monotonic() + CLAIM_EVERY_SECONDS
+            await self._read_batch(">")
+
+    async def _read_batch(self, start: str) -> int:
+        reply = await self._redis.xreadgroup(
+            redis_names.LOGGER_GROUP,
+            self._consumer,
+            {redis_names.EVENTS_STREAM: start},
+            count=BATCH_SIZE,
+            block=None if start == "0" else BLOCK_MS,
+        )
+        entries = reply[0][1] if reply else []
+        await self._write(entries)
+        return len(entries)
+
+    async def _claim_abandoned(self) -> None:
+        cursor = "0-0"
+        while True:
+            cursor, entries, *_ = await self._redis.xautoclaim(
+                redis_names.EVENTS_STREAM,
+                redis_names.LOGGER_GROUP,
+                self._consumer,
+                min_idle_time=CLAIM_IDLE_MS,
+                start_id=cursor,
+                count=BATCH_SIZE,
+            )
+            await self._write(entries)
+            if cursor in (b"0-0", "0-0"):
+                return
+
+    async def _write(self, entries: list) -> None:
+        """Append, fsync, then acknowledge and delete: never the other way round."""
+        entries = [(entry_id, fields) for entry_id, fields in entries if fields]
+        if not entries:
+            return
+        lines = [
+            record_line(entry_id.decode(), fields, self._settings) for entry_id, fields in entries
+        ]
+        self.written += await asyncio.to_thread(self.sink.append, lines)
+        ids = [entry_id for entry_id, _ in entries]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xack(redis_names.EVENTS_STREAM, redis_names.LOGGER_GROUP, *ids)
+            pipe.xdel(redis_names.EVENTS_STREAM, *ids)
+            await pipe.execute()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)

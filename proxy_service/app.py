@@ -1,0 +1,90 @@
+"""Assembles the proxy: lifespan (one upstream client, one Redis client), routes, error shapes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException
+
+from proxy_service.errors import ProxyError, render_error
+from proxy_service.keystore import KeyStore
+from proxy_service.publisher import EventPublisher
+from proxy_service.routes import admin, health, openai
+from proxy_service.state import ProxyState
+from proxy_service.upstream import Upstream, create_client
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_DRAIN_SECONDS = 5.0
+
+
+def protocol_of(request: Request) -> str:
+    """Errors on Anthropic routes use Anthropic's shape; all others OpenAI's."""
+    return "anthropic" if request.url.path.startswith("/v1/messages") else "openai"
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        client = create_client(settings)
+        keys = KeyStore(redis)
+        events = EventPublisher(redis, settings.event_buffer_size)
+        app.state.proxy = ProxyState(settings, redis, keys, events, Upstream(client, settings))
+        with contextlib.suppress(RedisError, OSError):
+            await keys.reload_all()
+        tasks = [asyncio.create_task(keys.run()), asyncio.create_task(events.run())]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await events.drain(SHUTDOWN_DRAIN_SECONDS)
+            await client.aclose()
+            await redis.aclose()
+
+    app = FastAPI(title="b23-llm-proxy", lifespan=lifespan)
+    app.include_router(health.router)
+    app.include_router(openai.router)
+    app.include_router(admin.router)
+    install_error_handlers(app)
+    return app
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves in the route's protocol shape; never a traceback or `{"detail"}`."""
+
+    @app.exception_handler(ProxyError)
+    async def proxy_error(request: Request, error: ProxyError) -> Response:
+        return render_error(error, protocol_of(request))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, error: RequestValidationError) -> Response:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in issue['loc'][1:]) or 'body'}: {issue['msg']}"
+            for issue in error.errors()
+        )
+        return render_error(ProxyError.with_status(400, problems), protocol_of(request))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        return render_error(
+            ProxyError.with_status(error.status_code, str(error.detail)), protocol_of(request)
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return render_error(
+            ProxyError.with_status(500, "internal proxy error"), protocol_of(request)
+        )

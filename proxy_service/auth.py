@@ -1,0 +1,38 @@
+"""Client and admin authentication."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+
+from proxy_service.errors import AdminForbidden, AuthenticationFailed
+from proxy_service.keystore import KeyStore
+from shared.keys import KeyRecord, hash_api_key
+
+
+def client_key_from(headers: Mapping[str, str]) -> str | None:
+    """The key from `x-api-key`, else from `Authorization: Bearer`."""
+    key = headers.get("x-api-key")
+    if key:
+        return key.strip()
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def authenticate(headers: Mapping[str, str], keys: KeyStore) -> tuple[str, KeyRecord]:
+    """The client's key and its record; AuthenticationFailed (never echoing the key) otherwise."""
+    api_key = client_key_from(headers)
+    if api_key is None:
+        raise AuthenticationFailed("missing API key: send Authorization: Bearer <key> or x-api-key")
+    record = keys.lookup(hash_api_key(api_key))
+    if record is None or not record.active:
+        raise AuthenticationFailed("invalid or inactive API key")
+    return api_key, record
+
+
+def check_admin_token(given: str | None, expected: str) -> None:
+    """Constant-time comparison, so response timing tells nothing about the token."""
+    if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise AdminForbidden("missing or invalid x-admin-token")

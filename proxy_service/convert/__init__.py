@@ -1,0 +1,1 @@
+"""Pure protocol code: parsing and building wire formats, no I/O."""

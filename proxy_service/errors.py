@@ -1,0 +1,106 @@
+"""Errors the proxy answers with, rendered in the calling protocol's own shape.
+
+ProxyError                  status + message, rendered per protocol
+├── AuthenticationFailed    401: missing, unknown, inactive or expired key
+├── AdminForbidden          403: missing or wrong x-admin-token
+├── InvalidRequest          400: a body the protocol cannot accept
+├── RequestTooLarge         413: body over MAX_REQUEST_BYTES
+└── UpstreamFailure         502/504: upstream unreachable, failing or silent
+"""
+
+from __future__ import annotations
+
+import orjson
+from fastapi.responses import Response
+
+OPENAI_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_exceeded",
+}
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+class ProxyError(Exception):
+    """An error with the HTTP status and message the client should see."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(
+        self, message: str, headers: dict[str, str] | None = None, status: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+        if status is not None:
+            self.status = status
+
+    @classmethod
+    def with_status(cls, status: int, message: str) -> ProxyError:
+        """A plain error for a status the framework decided (404, 405, validation)."""
+        return cls(message, status=status)
+
+
+class AuthenticationFailed(ProxyError):
+    status = 401
+    code = "invalid_api_key"
+
+
+class AdminForbidden(ProxyError):
+    status = 403
+    code = "forbidden"
+
+
+class InvalidRequest(ProxyError):
+    status = 400
+    code = "invalid_request"
+
+
+class RequestTooLarge(ProxyError):
+    status = 413
+    code = "request_too_large"
+
+
+class UpstreamFailure(ProxyError):
+    """The upstream could not be reached (502) or went silent (504)."""
+
+    status = 502
+    code = "upstream_error"
+
+
+def openai_error_body(status: int, message: str, code: str | None = None) -> bytes:
+    """`{"error": {"message", "type", "code"}}` as the OpenAI API and SDK expect."""
+    error_type = OPENAI_ERROR_TYPES.get(
+        status, "api_error" if status >= 500 else "invalid_request_error"
+    )
+    return orjson.dumps({"error": {"message": message, "type": error_type, "code": code}})
+
+
+def anthropic_error_body(status: int, message: str) -> bytes:
+    """`{"type": "error", "error": {"type", "message"}}` as the Anthropic API and SDK expect."""
+    error_type = ANTHROPIC_ERROR_TYPES.get(status, "api_error")
+    return orjson.dumps({"type": "error", "error": {"type": error_type, "message": message}})
+
+
+def render_error(error: ProxyError, protocol: str) -> Response:
+    """The error as a JSON response in `protocol`'s shape (`anthropic` or anything else)."""
+    body = (
+        anthropic_error_body(error.status, error.message)
+        if protocol == "anthropic"
+        else openai_error_body(error.status, error.message, error.code)
+    )
+    return Response(body, error.status, headers=error.headers, media_type="application/json")

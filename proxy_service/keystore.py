@@ -1,0 +1,88 @@
+"""Each replica's in-memory copy of the key set, kept current through Redis pub/sub.
+
+The hot path (`lookup`) is a dict read: no request waits on Redis. A change published on
+KEYS_CHANNEL reaches every subscribed replica in milliseconds; after any disconnect the whole set
+is reloaded, and a periodic full reload bounds staleness even if a message is lost. While Redis
+is unreachable the last known set keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared import redis_names
+from shared.keys import KeyRecord
+
+log = logging.getLogger(__name__)
+
+FULL_RELOAD_SECONDS = 30.0
+RECONNECT_DELAY_SECONDS = 0.2
+
+
+class KeyStore:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._records: dict[str, KeyRecord] = {}
+        self.loaded = False
+        """True once a full set has been read from Redis (after the logger loaded keys.json)."""
+        self.connected = False
+
+    def lookup(self, key_hash: str) -> KeyRecord | None:
+        return self._records.get(key_hash)
+
+    def apply(self, key_hash: str, record: KeyRecord | None) -> None:
+        """Put a change in force locally at once (the admin call that made it)."""
+        if record is None:
+            self._records.pop(key_hash, None)
+        else:
+            self._records[key_hash] = record
+
+    async def reload_all(self) -> None:
+        """Replace the set from Redis, unless Redis lost it: then keep serving what we know
+        until the logger restores keys.json (it publishes '*' when it has)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.exists(redis_names.KEYS_LOADED)
+            pipe.hgetall(redis_names.KEYS_HASH)
+            restored, raw = await pipe.execute()
+        if not restored:
+            return
+        self._records = {
+            key_hash.decode(): KeyRecord.from_redis(key_hash.decode(), value)
+            for key_hash, value in raw.items()
+        }
+        self.loaded = True
+
+    async def reload_one(self, key_hash: str) -> None:
+        raw = await self._redis.hget(redis_names.KEYS_HASH, key_hash)
+        self.apply(key_hash, KeyRecord.from_redis(key_hash, raw) if raw is not None else None)
+
+    async def run(self) -> None:
+        """Follow KEYS_CHANNEL forever, resubscribing and reloading after every disconnect."""
+        while True:
+            try:
+                await self._follow()
+            except (RedisError, OSError) as error:
+                if self.connected:
+                    log.warning("key sync lost Redis (%s); serving the last known key set", error)
+                self.connected = False
+                await asyncio.sleep(RECONNECT_DELAY_SECONDS)
+
+    async def _follow(self) -> None:
+        async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+            await pubsub.subscribe(redis_names.KEYS_CHANNEL)
+            await self.reload_all()
+            self.connected = True
+            loop = asyncio.get_running_loop()
+            next_full_reload = loop.time() + FULL_RELOAD_SECONDS
+            while True:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None:
+                    changed = message["data"].decode()
+                    await (self.reload_all() if changed == "*" else self.reload_one(changed))
+                if loop.time() >= next_full_reload:
+                    await self.reload_all()
+                    next_full_reload = loop.time() + FULL_RELOAD_SECONDS

@@ -1,0 +1,102 @@
+"""Builds the one usage event each authenticated request produces."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from proxy_service.publisher import EventPublisher
+from shared.events import Protocol
+from shared.keys import KeyRecord
+
+KNOWN_USER_AGENTS = (
+    ("claude-cli/", "claude-code"),
+    ("claude-code/", "claude-code"),
+    ("anthropic/python", "anthropic-python-sdk"),
+    ("asyncanthropic/python", "anthropic-python-sdk"),
+    ("anthropic/js", "anthropic-js-sdk"),
+    ("openai/python", "openai-python-sdk"),
+    ("asyncopenai/python", "openai-python-sdk"),
+    ("openai/js", "openai-js-sdk"),
+)
+
+
+def client_app_from(headers: Mapping[str, str]) -> str:
+    """x-client-app if given, else a name for a known User-Agent, else its product name."""
+    explicit = headers.get("x-client-app", "").strip()
+    if explicit:
+        return explicit[:64]
+    agent = headers.get("user-agent", "").strip().lower()
+    for prefix, name in KNOWN_USER_AGENTS:
+        if agent.startswith(prefix):
+            return name
+    product = agent.split("/", 1)[0].split(" ", 1)[0]
+    return product[:64] or "unknown"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class UsageMeter:
+    """Per-request: knows who asked and when; `finish` publishes the event exactly once."""
+
+    __slots__ = ("_finished", "_publisher", "base", "started_at_ms")
+
+    def __init__(
+        self,
+        publisher: EventPublisher,
+        protocol: Protocol,
+        key: KeyRecord,
+        headers: Mapping[str, str],
+    ) -> None:
+        self._publisher = publisher
+        self._finished = False
+        self.started_at_ms = now_ms()
+        self.base: dict[str, Any] = {
+            "request_id": "req_" + uuid.uuid4().hex,
+            "protocol": protocol,
+            "client_app": client_app_from(headers),
+            "user_id": key.user_id,
+            "key_id": key.key_id,
+        }
+
+    @property
+    def request_id(self) -> str:
+        return self.base["request_id"]
+
+    def finish(
+        self,
+        *,
+        status_code: int,
+        error: str | None = None,
+        upstream_id: str | None = None,
+        model: str | None = None,
+        prompt: Any = None,
+        response: Any = None,
+        response_stream: str | None = None,
+        usage: dict[str, int] | None = None,
+    ) -> None:
+        """Publish the event; later calls are ignored, so every path may call it safely."""
+        if self._finished:
+            return
+        self._finished = True
+        ended = now_ms()
+        event = {
+            **self.base,
+            "upstream_id": upstream_id,
+            "model": model,
+            "started_at_ms": self.started_at_ms,
+            "ended_at_ms": ended,
+            "latency_ms": ended - self.started_at_ms,
+            "status_code": status_code,
+            "error": error,
+            "prompt": prompt,
+            "response": response,
+            "usage": usage,
+        }
+        if response_stream is not None:
+            event["response_stream"] = response_stream
+        self._publisher.publish(event)

@@ -1,0 +1,1 @@
+"""HTTP routes: thin handlers that authenticate, convert, call upstream and meter."""

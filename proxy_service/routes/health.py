@@ -1,0 +1,35 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+
+from proxy_service.deps import State
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, bool]:
+    """Liveness: the process answers."""
+    return {"ok": True}
+
+
+@router.get("/readyz")
+async def readyz(state: State) -> Response:
+    """Ready when Redis answers and this replica holds the key set the logger loaded."""
+    try:
+        redis_ok = bool(await state.redis.ping())
+    except (RedisError, OSError):
+        redis_ok = False
+    ready = redis_ok and state.keys.loaded
+    body = {
+        "ready": ready,
+        "redis": redis_ok,
+        "keys_loaded": state.keys.loaded,
+        "events_pending": state.events.pending,
+        "events_dropped": state.events.dropped,
+    }
+    return JSONResponse(body, status_code=200 if ready else 503)

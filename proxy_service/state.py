@@ -1,0 +1,21 @@
+"""What a running proxy process holds: built once in the lifespan, read by every request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from proxy_service.keystore import KeyStore
+from proxy_service.publisher import EventPublisher
+from proxy_service.upstream import Upstream
+from shared.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyState:
+    settings: Settings
+    redis: Redis
+    keys: KeyStore
+    events: EventPublisher
+    upstream: Upstream

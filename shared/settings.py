@@ -1,0 +1,91 @@
+"""Settings shared by the proxy and the logger, read from the environment and `.env`."""
+
+from __future__ import annotations
+
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_ADMIN_TOKEN_LENGTH = 16
+
+
+class Settings(BaseSettings):
+    """Every variable of the original README plus what the split into services needs."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    upstream_base_url: str = Field(
+        "https://api.openai.com/v1",
+        description="Base URL of the OpenAI-compatible upstream; /chat/completions is appended.",
+    )
+    upstream_api_key: str | None = Field(
+        None,
+        description="Credential sent upstream. Unset: the client's own key is forwarded.",
+    )
+    upstream_connect_timeout: float = Field(10.0, gt=0, description="Seconds to connect upstream.")
+    upstream_read_timeout: float = Field(
+        600.0, gt=0, description="Seconds the upstream may stay silent before we give up."
+    )
+    data_dir: Path = Field(Path("./data"), description="Directory of keys.json and events.jsonl.")
+    admin_token: str = Field(..., description="Token required in x-admin-token for /admin.")
+    port: int = Field(8866, ge=1, le=65535, description="Port the proxy listens on.")
+    max_log_chunks: int = Field(50, ge=0, description="SSE chunks kept per logged stream.")
+    max_log_field_size: int = Field(
+        2000, ge=100, description="Approximate max characters of prompt and response per record."
+    )
+    full_trace_logging: bool = Field(False, description="Log prompts and responses untruncated.")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis used as bus and cache.")
+    event_buffer_size: int = Field(
+        100_000, ge=1, description="Usage events a proxy holds while Redis is unreachable."
+    )
+    persist_confirm_timeout: float = Field(
+        3.0, gt=0, description="Seconds an admin call waits for keys.json to be written."
+    )
+    logger_consumer: str = Field(
+        "logger-1", description="Stable consumer name of this logger in the Redis group."
+    )
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token_not_trivial(cls, value: str) -> str:
+        if len(value.strip()) < MIN_ADMIN_TOKEN_LENGTH:
+            raise ValueError(f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters")
+        return value
+
+    @field_validator("upstream_base_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @property
+    def keys_path(self) -> Path:
+        return self.data_dir / "keys.json"
+
+    @property
+    def events_path(self) -> Path:
+        return self.data_dir / "events.jsonl"
+
+
+def describe_invalid_settings(error: ValidationError) -> str:
+    """One line naming each bad variable, so a misconfigured process stops readably."""
+    parts = []
+    for issue in error.errors():
+        name = str(issue["loc"][0]).upper() if issue["loc"] else "settings"
+        reason = "is required" if issue["type"] == "missing" else issue["msg"]
+        parts.append(f"{name} {reason}")
+    return "invalid configuration: " + "; ".join(parts)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Load settings once per process; exit with one clear line when they are invalid."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        print(describe_invalid_settings(error), file=sys.stderr)
+        raise SystemExit(2) from None

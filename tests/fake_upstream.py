@@ -1,0 +1,149 @@
+"""A scripted fake OpenAI Chat Completions server for tests (`python -m tests.fake_upstream`).
+
+Without a script it answers like OpenAI: a fixed text reply, streamed or not, with usage (and
+the usage-only chunk when `stream_options.include_usage` is set). `POST /_script` queues replies
+for the next requests, in order:
+
+    {"status": 429, "json": {...}, "headers": {"retry-after": "7"}}   any JSON answer
+    {"status": 502, "body": "<html>bad gateway</html>", "content_type": "text/html"}
+    {"sse": [chunk, ...], "delay": 0.01, "initial_delay": 0, "abort_after": 3, "hang": false}
+        chunks are dicts (sent as JSON) or strings (sent verbatim after `data: `); `abort_after`
+        drops the connection after that many events; `hang` never ends the stream.
+
+`GET /_requests` lists what was received (body and headers); `DELETE /_requests` clears it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+REPLY_TEXT = "Hello! How can I help?"
+REPLY_PARTS = ("Hello", "!", " How can I help?")
+USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+
+
+class Aborted(Exception):
+    """Raised inside a stream to drop the connection without a proper end."""
+
+
+class FakeUpstream:
+    def __init__(self) -> None:
+        self.script: list[dict[str, Any]] = []
+        self.received: list[dict[str, Any]] = []
+        self.open_streams = 0
+
+    async def chat(self, request: Request) -> Response:
+        raw = await request.body()
+        body = orjson.loads(raw)
+        self.received.append({"body": body, "headers": dict(request.headers)})
+        step = self.script.pop(0) if self.script else None
+        if step is None:
+            return self.default_reply(body)
+        if "sse" in step:
+            return StreamingResponse(self.scripted_stream(step), media_type="text/event-stream")
+        if "json" in step:
+            return JSONResponse(step["json"], step.get("status", 200), step.get("headers"))
+        return Response(
+            step.get("body", ""), step.get("status", 200), step.get("headers"),
+            step.get("content_type", "text/plain"),
+        )
+
+    def default_reply(self, body: dict[str, Any]) -> Response:
+        model = body.get("model", "fake-model")
+        if not body.get("stream"):
+            return JSONResponse(completion(model))
+        include_usage = (body.get("stream_options") or {}).get("include_usage") is True
+        chunks = default_chunks(model, include_usage)
+        return StreamingResponse(self.scripted_stream({"sse": chunks}),
+                                 media_type="text/event-stream")
+
+    async def scripted_stream(self, step: dict[str, Any]):
+        self.open_streams += 1
+        try:
+            await asyncio.sleep(step.get("initial_delay", 0))
+            for sent, chunk in enumerate(step["sse"]):
+                if step.get("abort_after") is not None and sent >= step["abort_after"]:
+                    raise Aborted("scripted connection drop")
+                data = chunk.encode() if isinstance(chunk, str) else orjson.dumps(chunk)
+                yield b"data: " + data + b"\n\n"
+                await asyncio.sleep(step.get("delay", 0))
+            while step.get("hang"):
+                await asyncio.sleep(3600)
+            if not step.get("no_done"):
+                yield b"data: [DONE]\n\n"
+        finally:
+            self.open_streams -= 1
+
+    async def set_script(self, request: Request) -> Response:
+        steps = orjson.loads(await request.body())
+        self.script.extend(steps if isinstance(steps, list) else [steps])
+        return JSONResponse({"queued": len(self.script)})
+
+    async def requests(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            self.received.clear()
+            self.script.clear()
+            return JSONResponse({"cleared": True})
+        return JSONResponse({"requests": self.received, "open_streams": self.open_streams})
+
+
+def completion(model: str, text: str = REPLY_TEXT) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake-1",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                     "finish_reason": "stop"}],
+        "usage": USAGE,
+    }
+
+
+def chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake-2",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def default_chunks(model: str, include_usage: bool) -> list[dict[str, Any]]:
+    chunks = [chunk(model, {"role": "assistant", "content": ""})]
+    chunks += [chunk(model, {"content": part}) for part in REPLY_PARTS]
+    chunks.append(chunk(model, {}, "stop"))
+    if include_usage:
+        chunks.append({**chunk(model, {}), "choices": [], "usage": USAGE})
+    return chunks
+
+
+def create_app() -> Starlette:
+    fake = FakeUpstream()
+    app = Starlette(routes=[
+        Route("/v1/chat/completions", fake.chat, methods=["POST"]),
+        Route("/_script", fake.set_script, methods=["POST"]),
+        Route("/_requests", fake.requests, methods=["GET", "DELETE"]),
+    ])
+    app.state.fake = fake
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvicorn.run(create_app(), host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""A running b23 system for end-to-end tests: proxies and a logger as real processes."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import httpx
+import orjson
+
+from tests.processes import (
+    ADMIN_TOKEN,
+    ManagedProcess,
+    free_port,
+    logger_process,
+    proxy_process,
+    service_env,
+    wait_http,
+    wait_until,
+)
+
+
+class System:
+    def __init__(self, redis_url: str, upstream_url: str, root: Path, **settings: str) -> None:
+        self.root = root
+        self.data_dir = root / "data"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.env = service_env(redis_url, upstream_url, self.data_dir, **settings)
+        self.proxies: list[ManagedProcess] = []
+        self.proxy_urls: list[str] = []
+        self.logger: ManagedProcess | None = None
+        self._names = 0
+
+    @property
+    def url(self) -> str:
+        return self.proxy_urls[0]
+
+    @property
+    def events_path(self) -> Path:
+        return self.data_dir / "events.jsonl"
+
+    @property
+    def keys_path(self) -> Path:
+        return self.data_dir / "keys.json"
+
+    def _name(self, kind: str) -> str:
+        self._names += 1
+        return f"{kind}-{self._names}"
+
+    def start_logger(self, **extra: str) -> ManagedProcess:
+        env = {**self.env, **extra}
+        self.logger = logger_process(self._name("logger"), env, self.root).start()
+        return self.logger
+
+    def start_proxy(self, **extra: str) -> str:
+        port = free_port()
+        process = proxy_process(self._name("proxy"), port, {**self.env, **extra}, self.root)
+        process.start()
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/readyz", process)
+        self.proxies.append(process)
+        self.proxy_urls.append(url)
+        return url
+
+    def stop(self) -> None:
+        for process in [*self.proxies, self.logger]:
+            if process is not None:
+                process.stop()
+
+    def upsert(self, api_key: str, user_id: str, url: str | None = None, **fields) -> httpx.Response:
+        return httpx.post(
+            (url or self.url) + "/admin/keys/upsert",
+            headers={"x-admin-token": ADMIN_TOKEN},
+            json={"api_key": api_key, "user_id": user_id, **fields},
+            timeout=10,
+        )
+
+    def events(self) -> list[dict]:
+        if not self.events_path.exists():
+            return []
+        return [orjson.loads(line) for line in self.events_path.read_bytes().splitlines()]
+
+    def wait_events(self, count: int, timeout: float = 10) -> list[dict]:
+        """Wait until events.jsonl holds exactly `count` lines (fail fast on more)."""
+        def enough() -> list[dict] | None:
+            events = self.events()
+            assert len(events) <= count, f"{len(events)} events, expected {count}"
+            return events if len(events) == count else None
+
+        return wait_until(enough, timeout, what=f"{count} events in events.jsonl")
+
+    def logs(self) -> str:
+        with contextlib.suppress(Exception):
+            return "\n".join(p.log() for p in [*self.proxies, self.logger] if p is not None)
+        return ""
