@@ -5,21 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import Request
 
 from proxy_service.errors import InvalidRequest
 
 
-async def read_json_object(request: Request) -> tuple[bytes, dict[str, Any]]:
-    """The raw body and its parsed object; InvalidRequest for anything but a JSON object."""
-    raw = await request.body()
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """The parsed body; InvalidRequest for anything but a JSON object."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         raise InvalidRequest(f"request body is not valid JSON: {error.msg}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
-    return raw, body
+    return body
 
 
 def logged_prompt(raw: bytes, body: dict[str, Any] | None) -> Any:

@@ -22,3 +22,6 @@ KEYS_CHANNEL = "b23:keys:changed"
 
 LOGGER_HEARTBEAT = "b23:logger:heartbeat"
 """Key with a short TTL refreshed by a live logger (health check)."""
+
+KEYS_FILE_DIGEST = "b23:keys:file-digest"
+"""SHA-256 of keys.json as the logger last wrote or loaded it: a different file is a hand edit."""

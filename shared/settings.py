@@ -76,7 +76,11 @@ def describe_invalid_settings(error: ValidationError) -> str:
     parts = []
     for issue in error.errors():
         name = str(issue["loc"][0]).upper() if issue["loc"] else "settings"
-        reason = "is required" if issue["type"] == "missing" else issue["msg"]
+        reason = (
+            "is required"
+            if issue["type"] == "missing"
+            else issue["msg"].removeprefix("Value error, ")
+        )
         parts.append(f"{name} {reason}")
     return "invalid configuration: " + "; ".join(parts)
 

@@ -6,6 +6,7 @@ for the next requests, in order:
 
     {"status": 429, "json": {...}, "headers": {"retry-after": "7"}}   any JSON answer
     {"status": 502, "body": "<html>bad gateway</html>", "content_type": "text/html"}
+    {"respond_after": 2.0, ...}    wait before sending anything (status line included)
     {"sse": [chunk, ...], "delay": 0.01, "initial_delay": 0, "abort_after": 3, "hang": false}
         chunks are dicts (sent as JSON) or strings (sent verbatim after `data: `); `abort_after`
         drops the connection after that many events; `hang` never ends the stream.
@@ -48,12 +49,15 @@ class FakeUpstream:
         step = self.script.pop(0) if self.script else None
         if step is None:
             return self.default_reply(body)
+        await asyncio.sleep(step.get("respond_after", 0))
         if "sse" in step:
             return StreamingResponse(self.scripted_stream(step), media_type="text/event-stream")
         if "json" in step:
             return JSONResponse(step["json"], step.get("status", 200), step.get("headers"))
         return Response(
-            step.get("body", ""), step.get("status", 200), step.get("headers"),
+            step.get("body", ""),
+            step.get("status", 200),
+            step.get("headers"),
             step.get("content_type", "text/plain"),
         )
 
@@ -63,8 +67,9 @@ class FakeUpstream:
             return JSONResponse(completion(model))
         include_usage = (body.get("stream_options") or {}).get("include_usage") is True
         chunks = default_chunks(model, include_usage)
-        return StreamingResponse(self.scripted_stream({"sse": chunks}),
-                                 media_type="text/event-stream")
+        return StreamingResponse(
+            self.scripted_stream({"sse": chunks}), media_type="text/event-stream"
+        )
 
     async def scripted_stream(self, step: dict[str, Any]):
         self.open_streams += 1
@@ -102,8 +107,9 @@ def completion(model: str, text: str = REPLY_TEXT) -> dict[str, Any]:
         "object": "chat.completion",
         "created": 1700000000,
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "finish_reason": "stop"}],
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
         "usage": USAGE,
     }
 
@@ -129,11 +135,13 @@ def default_chunks(model: str, include_usage: bool) -> list[dict[str, Any]]:
 
 def create_app() -> Starlette:
     fake = FakeUpstream()
-    app = Starlette(routes=[
-        Route("/v1/chat/completions", fake.chat, methods=["POST"]),
-        Route("/_script", fake.set_script, methods=["POST"]),
-        Route("/_requests", fake.requests, methods=["GET", "DELETE"]),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", fake.chat, methods=["POST"]),
+            Route("/_script", fake.set_script, methods=["POST"]),
+            Route("/_requests", fake.requests, methods=["GET", "DELETE"]),
+        ]
+    )
     app.state.fake = fake
     return app
 

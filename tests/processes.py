@@ -115,9 +115,19 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process = ManagedProcess(
             "redis",
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
-             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(work_dir)],
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(work_dir),
+            ],
             dict(os.environ),
             work_dir,
         )
@@ -149,8 +159,18 @@ def service_env(redis_url: str, upstream_url: str, data_dir: Path, **extra: str)
 
 
 def proxy_process(name: str, port: int, env: dict[str, str], log_dir: Path) -> ManagedProcess:
-    argv = [sys.executable, "-m", "uvicorn", "proxy_service.main:app",
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "proxy_service.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     return ManagedProcess(name, argv, env, log_dir)
 
 

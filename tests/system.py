@@ -67,7 +67,9 @@ class System:
             if process is not None:
                 process.stop()
 
-    def upsert(self, api_key: str, user_id: str, url: str | None = None, **fields) -> httpx.Response:
+    def upsert(
+        self, api_key: str, user_id: str, url: str | None = None, **fields
+    ) -> httpx.Response:
         return httpx.post(
             (url or self.url) + "/admin/keys/upsert",
             headers={"x-admin-token": ADMIN_TOKEN},
@@ -82,6 +84,7 @@ class System:
 
     def wait_events(self, count: int, timeout: float = 10) -> list[dict]:
         """Wait until events.jsonl holds exactly `count` lines (fail fast on more)."""
+
         def enough() -> list[dict] | None:
             events = self.events()
             assert len(events) <= count, f"{len(events)} events, expected {count}"

@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 from proxy_service.auth import authenticate
-from proxy_service.bodies import logged_prompt, read_json_object
+from proxy_service.bodies import logged_prompt, parse_json_object
 from proxy_service.convert.openai_stream import OpenAIStreamTap
 from proxy_service.convert.openai_usage import usage_record
 from proxy_service.deps import proxy_state
@@ -30,9 +30,9 @@ async def chat_completions(request: Request) -> Response:
     state = proxy_state(request)
     client_key, key = authenticate(request.headers, state.keys)
     meter = UsageMeter(state.events, "openai_chat", key, request.headers)
-    raw, body = b"", None
+    raw, body = await request.body(), None
     try:
-        raw, body = await read_json_object(request)
+        body = parse_json_object(raw)
         if body.get("stream") is True:
             return await _stream(state, meter, client_key, raw, body)
         reply = await state.upstream.post(raw, client_key)

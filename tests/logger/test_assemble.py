@@ -1,0 +1,113 @@
+"""Streams folded into chunks plus an assembled result."""
+
+from __future__ import annotations
+
+import orjson
+
+from logger_service.assemble import stream_response
+
+
+def sse(*payloads) -> str:
+    return "".join(
+        f"data: {p if isinstance(p, str) else orjson.dumps(p).decode()}\n\n" for p in payloads
+    )
+
+
+def test_openai_stream_assembles_text_tools_reasoning_and_usage():
+    raw = sse(
+        {"id": "c1", "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant"}}]},
+        {"id": "c1", "choices": [{"index": 0, "delta": {"reasoning_content": "think"}}]},
+        {"id": "c1", "choices": [{"index": 0, "delta": {"content": "Hel"}}]},
+        {"id": "c1", "choices": [{"index": 0, "delta": {"content": "lo"}}]},
+        {
+            "id": "c1",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "call_1",
+                                "function": {"name": "f", "arguments": '{"a"'},
+                            }
+                        ]
+                    },
+                }
+            ],
+        },
+        {
+            "id": "c1",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]},
+                }
+            ],
+        },
+        {"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        {"id": "c1", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}},
+        "[DONE]",
+    )
+    out = stream_response(raw, "openai_chat")
+    assert out["chunk_count"] == 8
+    assembled = out["assembled"]
+    assert assembled["id"] == "c1" and assembled["model"] == "m"
+    assert assembled["usage"] == {"prompt_tokens": 3, "completion_tokens": 2}
+    [choice] = assembled["choices"]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] == "Hello"
+    assert choice["message"]["reasoning_content"] == "think"
+    assert choice["message"]["tool_calls"][0]["function"] == {"name": "f", "arguments": '{"a": 1}'}
+
+
+def test_non_json_data_lines_are_kept_as_text():
+    out = stream_response(sse("not json", {"choices": []}), "openai_chat")
+    assert out["chunks"][0] == "not json"
+
+
+def test_anthropic_stream_assembles_the_message_the_client_saw():
+    events = [
+        {
+            "type": "message_start",
+            "message": {
+                "id": "msg_1",
+                "role": "assistant",
+                "content": [],
+                "usage": {"input_tokens": 5, "output_tokens": 0},
+            },
+        },
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}},
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "content_block_start",
+            "index": 1,
+            "content_block": {"type": "tool_use", "id": "t1", "name": "f", "input": {}},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 1,
+            "delta": {"type": "input_json_delta", "partial_json": '{"q": '},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 1,
+            "delta": {"type": "input_json_delta", "partial_json": '"x"}'},
+        },
+        {"type": "content_block_stop", "index": 1},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "tool_use"},
+            "usage": {"output_tokens": 9},
+        },
+        {"type": "message_stop"},
+    ]
+    raw = "".join(f"event: {e['type']}\ndata: {orjson.dumps(e).decode()}\n\n" for e in events)
+    message = stream_response(raw, "anthropic_messages")["assembled"]
+    assert message["stop_reason"] == "tool_use"
+    assert message["usage"] == {"input_tokens": 5, "output_tokens": 9}
+    assert message["content"] == [
+        {"type": "text", "text": "Hi"},
+        {"type": "tool_use", "id": "t1", "name": "f", "input": {"q": "x"}},
+    ]
