@@ -16,6 +16,8 @@ from starlette.exceptions import HTTPException
 
 from proxy_service.errors import ProxyError, render_error
 from proxy_service.keystore import KeyStore
+from proxy_service.keywriter import KeyWriter
+from proxy_service.limits import Limiter
 from proxy_service.publisher import EventPublisher
 from proxy_service.routes import admin, health, openai
 from proxy_service.state import ProxyState
@@ -39,7 +41,15 @@ def create_app(settings: Settings) -> FastAPI:
         client = create_client(settings)
         keys = KeyStore(redis)
         events = EventPublisher(redis, settings.event_buffer_size)
-        app.state.proxy = ProxyState(settings, redis, keys, events, Upstream(client, settings))
+        app.state.proxy = ProxyState(
+            settings,
+            redis,
+            keys,
+            events,
+            Upstream(client, settings),
+            KeyWriter(redis, keys),
+            Limiter(redis, settings.limits_fail_open),
+        )
         with contextlib.suppress(RedisError, OSError):
             await keys.reload_all()
         tasks = [asyncio.create_task(keys.run()), asyncio.create_task(events.run())]

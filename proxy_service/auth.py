@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Mapping
 
 from proxy_service.errors import AdminForbidden, AuthenticationFailed
@@ -27,8 +28,8 @@ def authenticate(headers: Mapping[str, str], keys: KeyStore) -> tuple[str, KeyRe
     if api_key is None:
         raise AuthenticationFailed("missing API key: send Authorization: Bearer <key> or x-api-key")
     record = keys.lookup(hash_api_key(api_key))
-    if record is None or not record.active:
-        raise AuthenticationFailed("invalid or inactive API key")
+    if record is None or not record.usable(time.time()):
+        raise AuthenticationFailed("invalid, inactive or expired API key")
     return api_key, record
 
 

@@ -18,7 +18,7 @@ def require_admin(
     request: Request, x_admin_token: Annotated[str | None, Header()] = None
 ) -> ProxyState:
     state = proxy_state(request)
-    check_admin_token(x_admin_token, state.settings.admin_token)
+    check_admin_token(x_admin_token, state.settings.admin_token.get_secret_value())
     return state
 
 

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from proxy_service.publisher import EventPublisher
+from proxy_service.state import ProxyState
 from shared.events import Protocol
 from shared.keys import KeyRecord
 
@@ -43,16 +43,18 @@ def now_ms() -> int:
 class UsageMeter:
     """Per-request: knows who asked and when; `finish` publishes the event exactly once."""
 
-    __slots__ = ("_finished", "_publisher", "base", "started_at_ms")
+    __slots__ = ("_finished", "_key", "_limiter", "_publisher", "base", "started_at_ms")
 
     def __init__(
         self,
-        publisher: EventPublisher,
+        state: ProxyState,
         protocol: Protocol,
         key: KeyRecord,
         headers: Mapping[str, str],
     ) -> None:
-        self._publisher = publisher
+        self._publisher = state.events
+        self._limiter = state.limiter
+        self._key = key
         self._finished = False
         self.started_at_ms = now_ms()
         self.base: dict[str, Any] = {
@@ -79,7 +81,8 @@ class UsageMeter:
         response_stream: str | None = None,
         usage: dict[str, int] | None = None,
     ) -> None:
-        """Publish the event; later calls are ignored, so every path may call it safely."""
+        """Publish the event and charge token limits; later calls are ignored, so every path
+        may call it safely."""
         if self._finished:
             return
         self._finished = True
@@ -100,3 +103,5 @@ class UsageMeter:
         if response_stream is not None:
             event["response_stream"] = response_stream
         self._publisher.publish(event)
+        if usage is not None:
+            self._limiter.charge(self._key, usage["total_tokens"])

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from proxy_service.keystore import KeyStore
+from proxy_service.keywriter import KeyWriter
+from proxy_service.limits import Limiter
 from proxy_service.publisher import EventPublisher
 from proxy_service.upstream import Upstream
 from shared.settings import Settings
@@ -19,3 +21,5 @@ class ProxyState:
     keys: KeyStore
     events: EventPublisher
     upstream: Upstream
+    key_writer: KeyWriter
+    limiter: Limiter

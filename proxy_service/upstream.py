@@ -97,7 +97,9 @@ class Upstream:
     def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
         self._client = client
         self._url = settings.upstream_base_url + "/chat/completions"
-        self._api_key = settings.upstream_api_key
+        self._api_key = (
+            settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
+        )
 
     def headers(self, client_key: str) -> dict[str, str]:
         """Fixed headers only: nothing the client sends is forwarded but its body (and its key

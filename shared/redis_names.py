@@ -25,3 +25,6 @@ LOGGER_HEARTBEAT = "b23:logger:heartbeat"
 
 KEYS_FILE_DIGEST = "b23:keys:file-digest"
 """SHA-256 of keys.json as the logger last wrote or loaded it: a different file is a hand edit."""
+
+LIMITS_PREFIX = "b23:limit:"
+"""Per-key limit state: `{prefix}{key_id}:rpm`, `:tpm`, `:d:YYYYMMDD`, `:m:YYYYMM`."""

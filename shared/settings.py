@@ -6,7 +6,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_ADMIN_TOKEN_LENGTH = 16
@@ -21,7 +21,7 @@ class Settings(BaseSettings):
         "https://api.openai.com/v1",
         description="Base URL of the OpenAI-compatible upstream; /chat/completions is appended.",
     )
-    upstream_api_key: str | None = Field(
+    upstream_api_key: SecretStr | None = Field(
         None,
         description="Credential sent upstream. Unset: the client's own key is forwarded.",
     )
@@ -30,7 +30,7 @@ class Settings(BaseSettings):
         600.0, gt=0, description="Seconds the upstream may stay silent before we give up."
     )
     data_dir: Path = Field(Path("./data"), description="Directory of keys.json and events.jsonl.")
-    admin_token: str = Field(..., description="Token required in x-admin-token for /admin.")
+    admin_token: SecretStr = Field(..., description="Token required in x-admin-token for /admin.")
     port: int = Field(8866, ge=1, le=65535, description="Port the proxy listens on.")
     max_log_chunks: int = Field(50, ge=0, description="SSE chunks kept per logged stream.")
     max_log_field_size: int = Field(
@@ -47,11 +47,33 @@ class Settings(BaseSettings):
     logger_consumer: str = Field(
         "logger-1", description="Stable consumer name of this logger in the Redis group."
     )
+    events_rotate_bytes: int = Field(
+        100 << 20, ge=1 << 10, description="Rotate events.jsonl when it grows past this size."
+    )
+    events_retention_days: int = Field(
+        90, ge=1, description="Delete rotated event files older than this many days."
+    )
+    model_map: str = Field(
+        "",
+        description="Anthropic model names to upstream names: `pattern=target,...`, first match.",
+    )
+    max_tokens_cap: int | None = Field(
+        None, ge=1, description="Clamp max_tokens sent upstream on the Anthropic route."
+    )
+    reasoning_content_in_history: bool = Field(
+        False, description="Send thinking history back as reasoning_content (DeepSeek, Kimi)."
+    )
+    max_request_bytes: int = Field(
+        32 << 20, ge=1 << 10, description="Largest request body accepted (413 above)."
+    )
+    limits_fail_open: bool = Field(
+        True, description="Serve requests when Redis is unreachable for rate limits and quotas."
+    )
 
     @field_validator("admin_token")
     @classmethod
-    def _admin_token_not_trivial(cls, value: str) -> str:
-        if len(value.strip()) < MIN_ADMIN_TOKEN_LENGTH:
+    def _admin_token_not_trivial(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value().strip()) < MIN_ADMIN_TOKEN_LENGTH:
             raise ValueError(f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters")
         return value
 

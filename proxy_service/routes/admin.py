@@ -1,7 +1,8 @@
-"""Key administration under x-admin-token."""
+"""Key administration under x-admin-token: the original upsert plus a small lifecycle API."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter
@@ -9,41 +10,183 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from proxy_service.deps import AdminState
-from proxy_service.keywriter import wait_persisted, write_key
-from shared.keys import KeyRecord, hash_api_key
+from proxy_service.errors import ProxyError
+from proxy_service.keywriter import KeyWriter
+from proxy_service.state import ProxyState
+from shared.keys import (
+    KeyRecord,
+    hash_api_key,
+    key_hint,
+    new_api_key,
+    new_key_id,
+    utc_now,
+)
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
+MAX_GRACE_SECONDS = 30 * 24 * 3600
 
-class UpsertKey(BaseModel):
+
+class KeySettings(BaseModel):
+    """What an operator may set on a key; absent limits mean unlimited."""
+
+    active: bool = True
+    expires_at: datetime | None = None
+    rpm_limit: int | None = Field(None, ge=1)
+    tpm_limit: int | None = Field(None, ge=1)
+    daily_token_quota: int | None = Field(None, ge=1)
+    monthly_token_quota: int | None = Field(None, ge=1)
+    metadata: dict[str, Any] | None = None
+
+
+class UpsertKey(KeySettings):
     """The original README's body; any extra field is kept on the key record."""
 
     model_config = ConfigDict(extra="allow")
 
     api_key: str = Field(min_length=8, max_length=512)
     user_id: str = Field(min_length=1, max_length=256)
-    active: bool = True
 
 
-def public_view(record: KeyRecord) -> dict[str, Any]:
-    """A record as admin answers show it: never the key or its full hash."""
-    return {"key_id": record.key_id, **record.model_dump(exclude={"key_hash"})}
+class CreateKey(KeySettings):
+    model_config = ConfigDict(extra="allow")
+
+    user_id: str = Field(min_length=1, max_length=256)
+
+
+class PatchKey(KeySettings):
+    """Only the fields sent change; null clears a limit or the expiry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    active: bool | None = None  # type: ignore[assignment]
+
+
+class RotateKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grace_seconds: int = Field(0, ge=0, le=MAX_GRACE_SECONDS)
+
+
+def public_view(record: KeyRecord, grace: KeyRecord | None = None) -> dict[str, Any]:
+    """A key as admin answers show it: never the key or its hash."""
+    view = record.model_dump(mode="json", exclude={"key_hash", "superseded"})
+    if grace is not None and grace.expires_at is not None:
+        view["previous_key_valid_until"] = grace.expires_at.isoformat()
+    return view
+
+
+async def answer(
+    state: ProxyState, version: int, body: dict[str, Any], status: int = 200
+) -> JSONResponse:
+    """200/201 once keys.json holds the change; 202 with a message if the file lags."""
+    timeout = state.settings.persist_confirm_timeout
+    persisted = await state.key_writer.wait_persisted(version, timeout)
+    body = {"ok": True, "persisted": persisted, **body}
+    if persisted:
+        return JSONResponse(body, status_code=status)
+    body["message"] = (
+        f"the change is in force on every replica, but keys.json was not confirmed within "
+        f"{timeout:g}s; the logger writes it when it runs"
+    )
+    return JSONResponse(body, status_code=202)
+
+
+async def current_records(writer: KeyWriter, key_id: str) -> tuple[KeyRecord, KeyRecord | None]:
+    """(current record, old secret in its grace period or None); 404 for an unknown id."""
+    records = await writer.records_of(key_id)
+    current = next((r for r in records if not r.superseded), None)
+    if current is None:
+        raise ProxyError(f"no key with key_id {key_id}", status=404)
+    grace = next((r for r in records if r.superseded), None)
+    return current, grace
 
 
 @router.post("/keys/upsert")
 async def upsert_key(body: UpsertKey, state: AdminState) -> JSONResponse:
-    """Add or update a key: 200 once in force and in keys.json, 202 if the file lags."""
-    extra = body.model_dump(exclude={"api_key", "user_id", "active"})
+    """Add or update a key given in clear, as in the original README."""
+    key_hash = hash_api_key(body.api_key)
+    existing = state.keys.lookup(key_hash)
+    fields = body.model_dump(exclude={"api_key"}, exclude_none=True)
     record = KeyRecord(
-        key_hash=hash_api_key(body.api_key), user_id=body.user_id, active=body.active, **extra
+        key_hash=key_hash,
+        key_id=existing.key_id if existing else "",
+        key_hint=key_hint(body.api_key),
+        created_at=existing.created_at if existing and existing.created_at else utc_now(),
+        **fields,
     )
-    version = await write_key(state.redis, state.keys, record)
-    persisted = await wait_persisted(state.redis, version, state.settings.persist_confirm_timeout)
-    answer = {"ok": True, "persisted": persisted, "key": public_view(record)}
-    if persisted:
-        return JSONResponse(answer)
-    answer["message"] = (
-        "key is in force on every replica, but keys.json was not confirmed within "
-        f"{state.settings.persist_confirm_timeout:g}s; the logger writes it when it runs"
+    version = await state.key_writer.change(put=[record])
+    return await answer(state, version, {"key": public_view(record)})
+
+
+@router.post("/keys", status_code=201)
+async def create_key(body: CreateKey, state: AdminState) -> JSONResponse:
+    """Generate a key; the full key is in this answer and nowhere else, ever."""
+    api_key = new_api_key()
+    record = KeyRecord(
+        key_hash=hash_api_key(api_key),
+        key_id=new_key_id(),
+        key_hint=key_hint(api_key),
+        created_at=utc_now(),
+        **body.model_dump(exclude_none=True),
     )
-    return JSONResponse(answer, status_code=202)
+    version = await state.key_writer.change(put=[record])
+    return await answer(state, version, {"api_key": api_key, **public_view(record)}, 201)
+
+
+@router.get("/keys")
+async def list_keys(state: AdminState) -> dict[str, list[dict[str, Any]]]:
+    records = await state.key_writer.all_records()
+    graces = {r.key_id: r for r in records if r.superseded}
+    views = [public_view(r, graces.get(r.key_id)) for r in records if not r.superseded]
+    return {"keys": sorted(views, key=lambda view: (view["user_id"], view["key_id"]))}
+
+
+@router.get("/keys/{key_id}")
+async def get_key(key_id: str, state: AdminState) -> dict[str, Any]:
+    return public_view(*await current_records(state.key_writer, key_id))
+
+
+@router.patch("/keys/{key_id}")
+async def patch_key(key_id: str, body: PatchKey, state: AdminState) -> JSONResponse:
+    """Change the sent fields; `active` also applies to an old secret still in its grace."""
+    current, grace = await current_records(state.key_writer, key_id)
+    changes = {name: getattr(body, name) for name in body.model_fields_set}
+    if changes.get("active") is None:
+        changes.pop("active", None)
+    updated = [KeyRecord(**{**current.model_dump(), **changes})]
+    if grace is not None:
+        grace_changes = {k: v for k, v in changes.items() if k != "expires_at"}
+        updated.append(KeyRecord(**{**grace.model_dump(), **grace_changes}))
+    version = await state.key_writer.change(put=updated)
+    return await answer(state, version, {"key": public_view(updated[0], grace)})
+
+
+@router.delete("/keys/{key_id}")
+async def delete_key(key_id: str, state: AdminState) -> JSONResponse:
+    """Remove the key and any old secret of it; refused everywhere within the sync bound."""
+    records = await state.key_writer.records_of(key_id)
+    if not records:
+        raise ProxyError(f"no key with key_id {key_id}", status=404)
+    version = await state.key_writer.change(remove=records)
+    return await answer(state, version, {"deleted": key_id})
+
+
+@router.post("/keys/{key_id}/rotate")
+async def rotate_key(key_id: str, body: RotateKey, state: AdminState) -> JSONResponse:
+    """New secret, same key_id and settings; the old secret works for `grace_seconds` more."""
+    current, previous_grace = await current_records(state.key_writer, key_id)
+    api_key = new_api_key()
+    fresh = KeyRecord(
+        **{**current.model_dump(), "key_hash": hash_api_key(api_key), "key_hint": key_hint(api_key)}
+    )
+    remove = [previous_grace] if previous_grace is not None else []
+    put = [fresh]
+    if body.grace_seconds > 0:
+        until = utc_now() + timedelta(seconds=body.grace_seconds)
+        put.append(KeyRecord(**{**current.model_dump(), "superseded": True, "expires_at": until}))
+    else:
+        remove.append(current)
+    version = await state.key_writer.change(put=put, remove=remove)
+    grace = put[1] if len(put) > 1 else None
+    return await answer(state, version, {"api_key": api_key, **public_view(fresh, grace)})

@@ -29,9 +29,10 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 async def chat_completions(request: Request) -> Response:
     state = proxy_state(request)
     client_key, key = authenticate(request.headers, state.keys)
-    meter = UsageMeter(state.events, "openai_chat", key, request.headers)
+    meter = UsageMeter(state, "openai_chat", key, request.headers)
     raw, body = await request.body(), None
     try:
+        await state.limiter.admit(key)
         body = parse_json_object(raw)
         if body.get("stream") is True:
             return await _stream(state, meter, client_key, raw, body)
@@ -44,8 +45,9 @@ async def chat_completions(request: Request) -> Response:
     return Response(reply.body, reply.status, headers, reply.content_type, background=task)
 
 
-def _meter_reply(meter: UsageMeter, reply: UpstreamReply, prompt: Any, model: Any) -> None:
-    """After the reply is sent: parse it once for id, model and usage."""
+async def _meter_reply(meter: UsageMeter, reply: UpstreamReply, prompt: Any, model: Any) -> None:
+    """After the reply is sent: parse it once for id, model and usage. Async on purpose: a sync
+    background task would run in a worker thread, away from the loop the publisher lives on."""
     try:
         parsed = orjson.loads(reply.body)
     except orjson.JSONDecodeError:
