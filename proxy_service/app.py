@@ -20,6 +20,7 @@ from proxy_service.keywriter import KeyWriter
 from proxy_service.limits import Limiter
 from proxy_service.publisher import EventPublisher
 from proxy_service.routes import admin, health, openai
+from proxy_service.shutdown import ShutdownWatch
 from proxy_service.state import ProxyState
 from proxy_service.upstream import Upstream, create_client
 from shared.settings import Settings
@@ -49,7 +50,9 @@ def create_app(settings: Settings) -> FastAPI:
             Upstream(client, settings),
             KeyWriter(redis, keys),
             Limiter(redis, settings.limits_fail_open),
+            ShutdownWatch(),
         )
+        app.state.proxy.shutdown.install()
         with contextlib.suppress(RedisError, OSError):
             await keys.reload_all()
         tasks = [asyncio.create_task(keys.run()), asyncio.create_task(events.run())]
@@ -85,6 +88,11 @@ def install_error_handlers(app: FastAPI) -> None:
             for issue in error.errors()
         )
         return render_error(ProxyError.with_status(400, problems), protocol_of(request))
+
+    @app.exception_handler(RedisError)
+    async def redis_unavailable(request: Request, error: RedisError) -> Response:
+        unavailable = ProxyError.with_status(503, "key store unavailable (Redis); retry shortly")
+        return render_error(unavailable, protocol_of(request))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:

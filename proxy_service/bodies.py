@@ -5,8 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from fastapi import Request
 
-from proxy_service.errors import InvalidRequest
+from proxy_service.errors import InvalidRequest, RequestTooLarge
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing (413) one over `limit` bytes before reading it if the length
+    is declared, or as soon as it is exceeded when it is not."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge(f"request body over {limit} bytes")
+    parts, size = [], 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise RequestTooLarge(f"request body over {limit} bytes")
+        parts.append(part)
+    return b"".join(parts)
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from proxy_service.keystore import KeyStore
 from proxy_service.keywriter import KeyWriter
 from proxy_service.limits import Limiter
 from proxy_service.publisher import EventPublisher
+from proxy_service.shutdown import ShutdownWatch
 from proxy_service.upstream import Upstream
 from shared.settings import Settings
 
@@ -23,3 +24,4 @@ class ProxyState:
     upstream: Upstream
     key_writer: KeyWriter
     limiter: Limiter
+    shutdown: ShutdownWatch

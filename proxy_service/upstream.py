@@ -9,6 +9,7 @@ so routes never see httpx or aiohttp exceptions.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ from httpx_aiohttp import HttpxAiohttpClient
 
 from proxy_service.errors import UpstreamFailure
 from shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 MAX_ERROR_BODY_BYTES = 1 << 20
 
@@ -110,11 +113,19 @@ class Upstream:
             "authorization": "Bearer " + (self._api_key or client_key),
         }
 
+    def _check_credentials(self, status: int) -> None:
+        """A 401/403 to the proxy's own UPSTREAM_API_KEY is the operator's problem: answer 502
+        and never pass on the upstream's text, which may quote that key."""
+        if self._api_key and status in (401, 403):
+            log.error("the upstream refused UPSTREAM_API_KEY (HTTP %d)", status)
+            raise UpstreamFailure("the upstream rejected the proxy's credentials")
+
     async def post(self, body: bytes, client_key: str) -> UpstreamReply:
         with translated_errors():
             response = await self._client.post(
                 self._url, content=body, headers=self.headers(client_key)
             )
+        self._check_credentials(response.status_code)
         return UpstreamReply(
             status=response.status_code,
             content_type=response.headers.get("content-type", "application/json"),
@@ -128,4 +139,8 @@ class Upstream:
         )
         with translated_errors():
             response = await self._client.send(request, stream=True)
-        return UpstreamStream(response)
+        stream = UpstreamStream(response)
+        if self._api_key and response.status_code in (401, 403):
+            await stream.aclose()
+            self._check_credentials(response.status_code)
+        return stream

@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 from proxy_service.auth import authenticate
-from proxy_service.bodies import logged_prompt, parse_json_object
+from proxy_service.bodies import logged_prompt, parse_json_object, read_body
 from proxy_service.convert.openai_stream import OpenAIStreamTap
 from proxy_service.convert.openai_usage import usage_record
 from proxy_service.deps import proxy_state
@@ -30,8 +30,9 @@ async def chat_completions(request: Request) -> Response:
     state = proxy_state(request)
     client_key, key = authenticate(request.headers, state.keys)
     meter = UsageMeter(state, "openai_chat", key, request.headers)
-    raw, body = await request.body(), None
+    raw, body = b"", None
     try:
+        raw = await read_body(request, state.settings.max_request_bytes)
         await state.limiter.admit(key)
         body = parse_json_object(raw)
         if body.get("stream") is True:
@@ -102,7 +103,7 @@ async def _stream(
         )
     tap = OpenAIStreamTap(drop_usage_chunk=not client_wants_usage)
     return StreamingResponse(
-        _relay(upstream, tap, meter, prompt, body.get("model")),
+        _relay(state, upstream, tap, meter, prompt, body.get("model")),
         upstream.status,
         {**SSE_HEADERS, "x-request-id": meter.request_id},
         media_type="text/event-stream",
@@ -110,7 +111,12 @@ async def _stream(
 
 
 async def _relay(
-    upstream: UpstreamStream, tap: OpenAIStreamTap, meter: UsageMeter, prompt: Any, model: Any
+    state: ProxyState,
+    upstream: UpstreamStream,
+    tap: OpenAIStreamTap,
+    meter: UsageMeter,
+    prompt: Any,
+    model: Any,
 ) -> AsyncIterator[bytes]:
     """Forward bytes as they arrive; on any end (done, failure, disconnect) meter once."""
     sent: list[bytes] = []
@@ -132,7 +138,7 @@ async def _relay(
         sent.append(frame)
         yield frame
     except BaseException:
-        status, error = 499, "client disconnected mid-stream"
+        status, error = state.shutdown.cut_reason()
         raise
     finally:
         await upstream.aclose()
