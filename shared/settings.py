@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("./data"), description="Directory of keys.json and events.jsonl.")
     admin_token: SecretStr = Field(..., description="Token required in x-admin-token for /admin.")
     port: int = Field(8866, ge=1, le=65535, description="Port the proxy listens on.")
+    host: str = Field("0.0.0.0", description="Address the proxy listens on.")
+    shutdown_grace_seconds: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long in-flight requests and streams may finish."
+    )
     max_log_chunks: int = Field(50, ge=0, description="SSE chunks kept per logged stream.")
     max_log_field_size: int = Field(
         2000, ge=100, description="Approximate max characters of prompt and response per record."

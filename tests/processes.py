@@ -159,19 +159,9 @@ def service_env(redis_url: str, upstream_url: str, data_dir: Path, **extra: str)
 
 
 def proxy_process(name: str, port: int, env: dict[str, str], log_dir: Path) -> ManagedProcess:
-    argv = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "proxy_service.main:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
-    return ManagedProcess(name, argv, env, log_dir)
+    """`python -m proxy_service`, the container's command, on 127.0.0.1:port."""
+    env = {**env, "HOST": "127.0.0.1", "PORT": str(port)}
+    return ManagedProcess(name, [sys.executable, "-m", "proxy_service"], env, log_dir)
 
 
 def logger_process(name: str, env: dict[str, str], log_dir: Path) -> ManagedProcess:

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("proxy_service", "logger_service", "shared")
 
 PROXY_PORT = 8866
-PROXY_ARGV = ["uvicorn", "proxy_service.main:app", "--host", "0.0.0.0", "--port", str(PROXY_PORT)]
+PROXY_ARGV = ["python", "-m", "proxy_service"]
 LOGGER_ARGV = ["python", "-m", "logger_service"]
 DATA_MOUNT = "/app/data"
 
