@@ -26,5 +26,20 @@ LOGGER_HEARTBEAT = "b23:logger:heartbeat"
 KEYS_FILE_DIGEST = "b23:keys:file-digest"
 """SHA-256 of keys.json as the logger last wrote or loaded it: a different file is a hand edit."""
 
+REDIS_EPOCH = "b23:epoch"
+"""A random value set once per Redis dataset: when it changes, Redis restarted empty (or was
+flushed) and whatever it had not yet handed to the logger may be gone."""
+
 LIMITS_PREFIX = "b23:limit:"
 """Per-key limit state: `{prefix}{key_id}:rpm`, `:tpm`, `:d:YYYYMMDD`, `:m:YYYYMM`."""
+
+USAGE_PREFIX = "b23:usage:"
+"""Prefix of every usage aggregate key (layout in shared/usage_layout.py); a rebuild deletes all
+keys under it."""
+
+USAGE_GROUPS = "b23:usage:groups"
+"""Hash of usage group id -> JSON [user_id, key_id, model, client_app]."""
+
+USAGE_WATERMARK = "b23:usage:watermark"
+"""JSON {"file": digest of a file's first line, "offset": bytes}: every line of the event files
+before this point is counted in the usage aggregates, none after it. Absent: rebuild."""
