@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from proxy_service.convert.sse import SSEDecoder
+from shared.sse import SSEDecoder
 
 
 def stream_response(raw: str, protocol: str) -> dict[str, Any]:

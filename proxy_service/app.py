@@ -14,12 +14,14 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
+from proxy_service.convert.anthropic_request import ConversionOptions
+from proxy_service.convert.model_map import ModelMap
 from proxy_service.errors import ProxyError, render_error
 from proxy_service.keystore import KeyStore
 from proxy_service.keywriter import KeyWriter
 from proxy_service.limits import Limiter
 from proxy_service.publisher import EventPublisher
-from proxy_service.routes import admin, health, openai
+from proxy_service.routes import admin, anthropic, health, openai
 from proxy_service.shutdown import ShutdownWatch
 from proxy_service.state import ProxyState
 from proxy_service.upstream import Upstream, create_client
@@ -35,7 +37,19 @@ def protocol_of(request: Request) -> str:
     return "anthropic" if request.url.path.startswith("/v1/messages") else "openai"
 
 
+def conversion_options(settings: Settings) -> ConversionOptions:
+    """Anthropic conversion switches from settings; ValueError for a bad MODEL_MAP."""
+    return ConversionOptions(
+        model_map=ModelMap.parse(settings.model_map),
+        max_tokens_cap=settings.max_tokens_cap,
+        reasoning_content_in_history=settings.reasoning_content_in_history,
+        send_reasoning_effort=settings.send_reasoning_effort,
+    )
+
+
 def create_app(settings: Settings) -> FastAPI:
+    conversion = conversion_options(settings)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
@@ -51,6 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
             KeyWriter(redis, keys),
             Limiter(redis, settings.limits_fail_open),
             ShutdownWatch(),
+            conversion,
         )
         app.state.proxy.shutdown.install()
         with contextlib.suppress(RedisError, OSError):
@@ -69,6 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="b23-llm-proxy", lifespan=lifespan)
     app.include_router(health.router)
     app.include_router(openai.router)
+    app.include_router(anthropic.router)
     app.include_router(admin.router)
     install_error_handlers(app)
     return app

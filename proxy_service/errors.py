@@ -13,6 +13,8 @@ from __future__ import annotations
 import orjson
 from fastapi.responses import Response
 
+from proxy_service.convert.anthropic_errors import error_body, status_error_type
+
 OPENAI_ERROR_TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
@@ -21,16 +23,6 @@ OPENAI_ERROR_TYPES = {
     405: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_exceeded",
-}
-ANTHROPIC_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    529: "overloaded_error",
 }
 
 
@@ -92,8 +84,7 @@ def openai_error_body(status: int, message: str, code: str | None = None) -> byt
 
 def anthropic_error_body(status: int, message: str) -> bytes:
     """`{"type": "error", "error": {"type", "message"}}` as the Anthropic API and SDK expect."""
-    error_type = ANTHROPIC_ERROR_TYPES.get(status, "api_error")
-    return orjson.dumps({"type": "error", "error": {"type": error_type, "message": message}})
+    return orjson.dumps(error_body(status_error_type(status)[1], message))
 
 
 def render_error(error: ProxyError, protocol: str) -> Response:

@@ -1,6 +1,12 @@
 """Entry point: `uvicorn proxy_service.main:app`. Invalid settings stop here with one line."""
 
+import sys
+
 from proxy_service.app import create_app
 from shared.settings import get_settings
 
-app = create_app(get_settings())
+try:
+    app = create_app(get_settings())
+except ValueError as error:  # a setting only the proxy interprets, e.g. MODEL_MAP
+    print(f"invalid configuration: {error}", file=sys.stderr)
+    raise SystemExit(2) from None

@@ -69,6 +69,10 @@ class UsageMeter:
     def request_id(self) -> str:
         return self.base["request_id"]
 
+    async def finish_async(self, **fields: Any) -> None:
+        """`finish` as a coroutine, for BackgroundTask: a sync one would run in a thread."""
+        self.finish(**fields)
+
     def finish(
         self,
         *,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from proxy_service.convert.anthropic_request import ConversionOptions
 from proxy_service.keystore import KeyStore
 from proxy_service.keywriter import KeyWriter
 from proxy_service.limits import Limiter
@@ -25,3 +26,4 @@ class ProxyState:
     key_writer: KeyWriter
     limiter: Limiter
     shutdown: ShutdownWatch
+    conversion: ConversionOptions

@@ -62,6 +62,7 @@ class UpstreamReply:
     content_type: str
     body: bytes
     request_id: str | None
+    headers: httpx.Headers
 
 
 class UpstreamStream:
@@ -72,6 +73,7 @@ class UpstreamStream:
         self.status = response.status_code
         self.content_type = response.headers.get("content-type", "application/octet-stream")
         self.request_id = response.headers.get("x-request-id")
+        self.headers = response.headers
 
     async def chunks(self) -> AsyncIterator[bytes]:
         with translated_errors():
@@ -131,6 +133,7 @@ class Upstream:
             content_type=response.headers.get("content-type", "application/json"),
             body=response.content,
             request_id=response.headers.get("x-request-id"),
+            headers=response.headers,
         )
 
     async def open_stream(self, body: bytes, client_key: str) -> UpstreamStream:

@@ -64,8 +64,15 @@ class Settings(BaseSettings):
     max_tokens_cap: int | None = Field(
         None, ge=1, description="Clamp max_tokens sent upstream on the Anthropic route."
     )
+    send_reasoning_effort: bool = Field(
+        False,
+        description="Map Anthropic thinking/effort to reasoning_effort (reasoning upstreams only).",
+    )
     reasoning_content_in_history: bool = Field(
         False, description="Send thinking history back as reasoning_content (DeepSeek, Kimi)."
+    )
+    stream_ping_seconds: float = Field(
+        10.0, gt=0, description="Anthropic streams: a ping after this much upstream silence."
     )
     max_request_bytes: int = Field(
         32 << 20, ge=1 << 10, description="Largest request body accepted (413 above)."

@@ -283,12 +283,13 @@ def test_cmd_modules_exist():
     main = ast.parse((ROOT / "proxy_service" / "main.py").read_text())
     assigned = {
         target.id
-        for node in main.body
+        for node in ast.walk(main)
         if isinstance(node, ast.Assign)
         for target in node.targets
         if isinstance(target, ast.Name)
     }
     assert "app" in assigned, "proxy_service/main.py must define `app`"
+    assert (ROOT / "proxy_service" / "__main__.py").exists(), "python -m proxy_service must work"
     entry = (ROOT / "logger_service" / "__main__.py").read_text()
     assert "--check" in entry, "logger_service must accept --check (its health check)"
 

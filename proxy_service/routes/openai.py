@@ -91,7 +91,11 @@ async def _stream(
         error_body = await upstream.read_error_body()
         await upstream.aclose()
         reply = UpstreamReply(
-            upstream.status, upstream.content_type, error_body, upstream.request_id
+            upstream.status,
+            upstream.content_type,
+            error_body,
+            upstream.request_id,
+            upstream.headers,
         )
         task = BackgroundTask(_meter_reply, meter, reply, prompt, body.get("model"))
         return Response(

@@ -1,0 +1,215 @@
+"""OpenAI chat completion -> Anthropic Message (conversion spec §3), and the shared pieces.
+
+The stream translator reuses the helpers here (usage, tool ids, tool input, stop reason), so a
+streamed and a buffered answer to the same upstream output agree field for field. Nothing here
+raises on odd upstream JSON: a missing choice or a null message still yields a valid Message.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterator
+
+import json_repair
+import orjson
+
+from proxy_service.convert.anthropic_request import ConvertedRequest
+from proxy_service.convert.token_count import estimate_json, estimate_text
+
+_TOOL_ID = re.compile(r"[A-Za-z0-9_-]+")
+_STOP_REASONS = {"length": "max_tokens", "content_filter": "refusal"}
+
+
+def usage_from_openai(
+    usage: dict | None, *, estimated_input: int = 0, estimated_output: int = 0
+) -> dict:
+    """Anthropic usage: input excludes cache reads/writes, reported apart (§3.3); all four keys.
+
+    The estimates stand in for counts the upstream did not report at all.
+    """
+    if not isinstance(usage, dict):
+        usage = {}
+    details = usage.get("prompt_tokens_details")
+    if not isinstance(details, dict):
+        details = {}
+    read = _first_count(
+        details.get("cached_tokens"),
+        usage.get("prompt_cache_hit_tokens"),  # DeepSeek
+        usage.get("cache_read_input_tokens"),
+    )
+    write = _first_count(
+        details.get("cache_creation_tokens"),
+        details.get("cache_write_tokens"),
+        usage.get("cache_creation_input_tokens"),
+    )
+    prompt = _count(usage.get("prompt_tokens"))
+    completion = _count(usage.get("completion_tokens"))
+    return {
+        "input_tokens": estimated_input if prompt is None else max(prompt - read - write, 0),
+        "cache_creation_input_tokens": write,
+        "cache_read_input_tokens": read,
+        "output_tokens": estimated_output if completion is None else completion,
+    }
+
+
+def tool_use_id(raw: object) -> str:
+    """The upstream id when Anthropic's pattern allows it (Kimi's `functions.X:0` does not)."""
+    if isinstance(raw, str) and _TOOL_ID.fullmatch(raw):
+        return raw
+    return "toolu_" + os.urandom(12).hex()
+
+
+def tool_input(arguments: object) -> dict:
+    """Tool arguments as the JSON object Anthropic requires, however the upstream mangled them."""
+    if isinstance(arguments, dict):
+        return arguments
+    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
+        return {}
+    if not isinstance(arguments, str):
+        return {"value": arguments}
+    try:
+        value = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        # Trailing commas, single quotes, truncation: repair, else hand the text to the model.
+        try:
+            repaired = json_repair.loads(arguments)
+        except (ValueError, RecursionError):
+            repaired = None
+        return (
+            repaired if isinstance(repaired, dict) and repaired else {"_raw_arguments": arguments}
+        )
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        return tool_input(value)  # double-encoded
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def stop_reason(
+    finish_reason: object, *, tool_use: bool, matched: object, stop_sequences: tuple[str, ...]
+) -> tuple[str, str | None]:
+    """(stop_reason, stop_sequence) per §3.2: tool blocks win over everything but `length`."""
+    if finish_reason == "length":
+        return "max_tokens", None
+    if tool_use:
+        return "tool_use", None
+    if finish_reason == "stop" and isinstance(matched, str) and matched in stop_sequences:
+        return "stop_sequence", matched
+    reason = _STOP_REASONS.get(finish_reason) if isinstance(finish_reason, str) else None
+    return reason or "end_turn", None
+
+
+def matched_stop(choice: dict) -> object:
+    """The stop string that ended generation: vLLM `stop_reason`, SGLang `matched_stop`."""
+    return choice.get("stop_reason") or choice.get("matched_stop")
+
+
+def reasoning_text(payload: dict) -> str:
+    """`reasoning_content` (DeepSeek, vLLM, SGLang) or `reasoning` (OpenRouter), first non-empty."""
+    value = payload.get("reasoning_content") or payload.get("reasoning")
+    return value if isinstance(value, str) else ""
+
+
+def visible_text(payload: dict) -> str:
+    """`content` (a string, or text parts from some servers) plus any `refusal`."""
+    content = payload.get("content")
+    refusal = payload.get("refusal")
+    if refusal is None and isinstance(content, str):
+        return content  # the per-chunk fast path
+    if isinstance(content, list):
+        content = "".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    texts = [t for t in (content, refusal) if isinstance(t, str) and t]
+    return "\n\n".join(texts)
+
+
+def openai_to_anthropic_message(response: dict, request: ConvertedRequest, message_id: str) -> dict:
+    """The exact Anthropic Message for a buffered upstream answer; never raises."""
+    choices = response.get("choices") if isinstance(response, dict) else None
+    choice = choices[0] if isinstance(choices, list) and choices else {}
+    choice = choice if isinstance(choice, dict) else {}
+    message = choice.get("message")
+    message = message if isinstance(message, dict) else {}
+
+    content: list[dict] = []
+    if thinking := reasoning_text(message):
+        content.append({"type": "thinking", "thinking": thinking, "signature": ""})
+    if text := visible_text(message):
+        content.append({"type": "text", "text": text})
+    seen: set[str] = set()
+    for name, arguments, raw_id in _calls(message):
+        call_id = tool_use_id(raw_id)
+        if call_id in seen:
+            call_id = tool_use_id(None)  # a repeated upstream id would confuse tool_result pairing
+        seen.add(call_id)
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call_id,
+                "name": request.tool_names.get(name, name),
+                "input": tool_input(arguments),
+            }
+        )
+    reason, sequence = stop_reason(
+        choice.get("finish_reason"),
+        tool_use=bool(seen),
+        matched=matched_stop(choice),
+        stop_sequences=request.stop_sequences,
+    )
+    usage = response.get("usage") if isinstance(response, dict) else None
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": request.requested_model,
+        "content": content,
+        "stop_reason": reason,
+        "stop_sequence": sequence,
+        "usage": usage_from_openai(
+            usage,
+            estimated_input=request.estimated_input_tokens,
+            estimated_output=_estimate_output(content),
+        ),
+    }
+
+
+def _calls(message: dict) -> Iterator[tuple[str, object, object]]:
+    """(name, arguments, id) of each `tool_calls` entry and the legacy `function_call`."""
+    calls = message.get("tool_calls")
+    entries = [c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
+    if isinstance(legacy := message.get("function_call"), dict):
+        entries.append({"function": legacy})
+    for entry in entries:
+        function = entry.get("function")
+        if isinstance(function, dict) and isinstance(name := function.get("name"), str) and name:
+            yield name, function.get("arguments"), entry.get("id")
+
+
+def _estimate_output(content: list[dict]) -> int:
+    """Output tokens from the visible result, for upstreams that report no usage."""
+    total = 0.0
+    for block in content:
+        match block["type"]:
+            case "thinking":
+                total += estimate_text(block["thinking"])
+            case "text":
+                total += estimate_text(block["text"])
+            case "tool_use":
+                total += estimate_json(block["input"]) + estimate_text(block["name"])
+    return max(1, math.ceil(total))
+
+
+def _count(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return max(int(value), 0)
+
+
+def _first_count(*values: object) -> int:
+    for value in values:
+        if (count := _count(value)) is not None:
+            return count
+    return 0

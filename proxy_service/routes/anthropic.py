@@ -1,0 +1,240 @@
+"""POST /v1/messages (Anthropic Messages API on an OpenAI upstream), count_tokens, and the small
+routes Claude Code probes."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
+
+from proxy_service.auth import authenticate
+from proxy_service.bodies import logged_prompt, parse_json_object, read_body
+from proxy_service.convert import anthropic_request
+from proxy_service.convert.anthropic_errors import anthropic_error
+from proxy_service.convert.anthropic_request import ConvertedRequest, anthropic_to_openai_request
+from proxy_service.convert.anthropic_response import openai_to_anthropic_message
+from proxy_service.convert.anthropic_stream import AnthropicStreamTranslator
+from proxy_service.convert.openai_usage import usage_record
+from proxy_service.convert.token_count import count_tokens
+from proxy_service.deps import proxy_state
+from proxy_service.errors import InvalidRequest, ProxyError, UpstreamFailure
+from proxy_service.metering import UsageMeter
+from proxy_service.state import ProxyState
+from proxy_service.upstream import UpstreamStream
+
+router = APIRouter(tags=["anthropic"])
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def convert(state: ProxyState, body: dict[str, Any]) -> ConvertedRequest:
+    try:
+        return anthropic_to_openai_request(body, state.conversion)
+    except anthropic_request.InvalidRequest as error:
+        raise InvalidRequest(str(error)) from None
+
+
+@router.post("/v1/messages")
+async def messages(request: Request) -> Response:
+    state = proxy_state(request)
+    client_key, key = authenticate(request.headers, state.keys)
+    meter = UsageMeter(state, "anthropic_messages", key, request.headers)
+    raw, body = b"", None
+    try:
+        raw = await read_body(request, state.settings.max_request_bytes)
+        await state.limiter.admit(key)
+        body = parse_json_object(raw)
+        converted = convert(state, body)
+        message_id = "msg_" + uuid.uuid4().hex
+        upstream_body = orjson.dumps(converted.body)
+        if converted.stream:
+            stream = await state.upstream.open_stream(upstream_body, client_key)
+            return await _stream(state, meter, stream, orjson.Fragment(raw), converted, message_id)
+        reply = await state.upstream.post(upstream_body, client_key)
+    except ProxyError as error:
+        meter.finish(status_code=error.status, error=error.message, prompt=logged_prompt(raw, body))
+        raise
+    prompt = orjson.Fragment(raw)
+    if reply.status >= 400:
+        return _error_reply(meter, prompt, reply.status, reply.body, reply.headers)
+    try:
+        answer = orjson.loads(reply.body)
+    except orjson.JSONDecodeError:
+        answer = None
+    if not isinstance(answer, dict):
+        error = UpstreamFailure("the upstream answered with something that is not JSON")
+        meter.finish(
+            status_code=502,
+            error=error.message,
+            prompt=prompt,
+            response=reply.body[:4096].decode("utf-8", "replace"),
+        )
+        raise error
+    message = openai_to_anthropic_message(answer, converted, message_id)
+    task = BackgroundTask(
+        meter.finish_async,
+        status_code=200,
+        upstream_id=answer.get("id") or reply.request_id,
+        model=answer.get("model") or converted.upstream_model,
+        prompt=prompt,
+        response=message,
+        usage=usage_record(answer.get("usage")),
+    )
+    return Response(
+        orjson.dumps(message),
+        200,
+        {"request-id": meter.request_id},
+        "application/json",
+        background=task,
+    )
+
+
+def _error_reply(
+    meter: UsageMeter, prompt: Any, status: int, body: bytes, headers: Any
+) -> Response:
+    """An upstream error before any byte was sent: JSON in Anthropic's shape, right status."""
+    client_status, error, extra = anthropic_error(status, body, headers)
+    meter.finish(
+        status_code=client_status, error=error["error"]["message"], prompt=prompt, response=error
+    )
+    return Response(
+        orjson.dumps(error),
+        client_status,
+        {**extra, "request-id": meter.request_id},
+        "application/json",
+    )
+
+
+async def _stream(
+    state: ProxyState,
+    meter: UsageMeter,
+    upstream: UpstreamStream,
+    prompt: Any,
+    converted: ConvertedRequest,
+    message_id: str,
+) -> Response:
+    if upstream.status >= 400:
+        error_body = await upstream.read_error_body()
+        await upstream.aclose()
+        return _error_reply(meter, prompt, upstream.status, error_body, upstream.headers)
+    translator = AnthropicStreamTranslator(converted, message_id)
+    return StreamingResponse(
+        _relay(state, upstream, translator, meter, prompt, converted),
+        200,
+        {**SSE_HEADERS, "request-id": meter.request_id},
+        media_type="text/event-stream",
+    )
+
+
+async def _relay(
+    state: ProxyState,
+    upstream: UpstreamStream,
+    translator: AnthropicStreamTranslator,
+    meter: UsageMeter,
+    prompt: Any,
+    converted: ConvertedRequest,
+) -> AsyncIterator[bytes]:
+    """Translate as bytes arrive, with pings while the upstream is silent; meter once."""
+    sent: list[bytes] = []
+    status = 200
+    reader = _Reader(upstream)
+    try:
+        for frame in translator.start():
+            sent.append(frame)
+            yield frame
+        async for chunk in reader.chunks(state.settings.stream_ping_seconds):
+            frames = translator.feed(chunk) if chunk is not None else [translator.ping()]
+            for frame in frames:
+                sent.append(frame)
+                yield frame
+        frames = translator.finish()
+    except UpstreamFailure as failure:
+        frames = translator.fail(f"{failure.message} mid-stream", "api_error")
+    except BaseException:
+        status, cut = state.shutdown.cut_reason()
+        translator.fail(cut)
+        raise
+    finally:
+        await reader.close()
+        meter.finish(
+            status_code=status,
+            error=translator.error,
+            upstream_id=translator.upstream_id or upstream.request_id,
+            model=translator.upstream_model or converted.upstream_model,
+            prompt=prompt,
+            response_stream=b"".join(sent).decode("utf-8", "replace"),
+            usage=translator.usage,
+        )
+    for frame in frames:
+        sent.append(frame)
+        yield frame
+
+
+class _Reader:
+    """Reads the upstream in its own task so the relay can wait with a timeout (for pings)
+    without cancelling a read half way."""
+
+    def __init__(self, upstream: UpstreamStream) -> None:
+        self._upstream = upstream
+        self._queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._pump())
+
+    async def _pump(self) -> None:
+        try:
+            async for chunk in self._upstream.chunks():
+                self._queue.put_nowait(chunk)
+            self._queue.put_nowait(None)
+        except Exception as error:  # handed to the relay, which decides what the client sees
+            self._queue.put_nowait(error)
+
+    async def chunks(self, idle: float) -> AsyncIterator[bytes | None]:
+        """Upstream chunks; None after `idle` seconds of silence; raises the reader's error."""
+        queue = self._queue
+        while True:
+            if queue.empty():
+                try:
+                    async with asyncio.timeout(idle):
+                        item = await queue.get()
+                except TimeoutError:
+                    yield None
+                    continue
+            else:
+                item = queue.get_nowait()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    async def close(self) -> None:
+        """Stop reading (the task ends on its own) and free the upstream connection."""
+        self._task.cancel()
+        await self._upstream.aclose()
+
+
+@router.post("/v1/messages/count_tokens")
+async def count_message_tokens(request: Request) -> dict[str, int]:
+    """Answered locally (no upstream call, no usage event): see convert/token_count.py."""
+    state = proxy_state(request)
+    authenticate(request.headers, state.keys)
+    body = parse_json_object(await read_body(request, state.settings.max_request_bytes))
+    convert(state, {"max_tokens": 1, **body})
+    return {"input_tokens": count_tokens(body)}
+
+
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+async def root() -> dict[str, str]:
+    """Claude Code probes `HEAD /`."""
+    return {"service": "b23-llm-proxy"}
+
+
+@router.post("/api/event_logging/batch", status_code=204, include_in_schema=False)
+async def telemetry() -> Response:
+    """Claude Code's telemetry: accepted and dropped, never forwarded."""
+    return Response(status_code=204)
