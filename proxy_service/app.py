@@ -20,6 +20,7 @@ from proxy_service.errors import ProxyError, render_error
 from proxy_service.keystore import KeyStore
 from proxy_service.keywriter import KeyWriter
 from proxy_service.limits import Limiter
+from proxy_service.observability import Metrics
 from proxy_service.publisher import EventPublisher
 from proxy_service.routes import admin, anthropic, health, openai
 from proxy_service.shutdown import ShutdownWatch
@@ -66,6 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
             Limiter(redis, settings.limits_fail_open),
             ShutdownWatch(),
             conversion,
+            Metrics(events),
         )
         app.state.proxy.shutdown.install()
         with contextlib.suppress(RedisError, OSError):

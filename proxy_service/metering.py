@@ -23,6 +23,10 @@ KNOWN_USER_AGENTS = (
 )
 
 
+REQUEST_ID_HEADERS = {"openai_chat": "x-request-id", "anthropic_messages": "request-id"}
+"""Where each API puts its request id (the SDKs expose these)."""
+
+
 def client_app_from(headers: Mapping[str, str]) -> str:
     """x-client-app if given, else a name for a known User-Agent, else its product name."""
     explicit = headers.get("x-client-app", "").strip()
@@ -43,7 +47,17 @@ def now_ms() -> int:
 class UsageMeter:
     """Per-request: knows who asked and when; `finish` publishes the event exactly once."""
 
-    __slots__ = ("_finished", "_key", "_limiter", "_publisher", "base", "started_at_ms")
+    __slots__ = (
+        "_clock",
+        "_finished",
+        "_key",
+        "_limiter",
+        "_metrics",
+        "_publisher",
+        "_upstream_wait",
+        "base",
+        "started_at_ms",
+    )
 
     def __init__(
         self,
@@ -52,6 +66,9 @@ class UsageMeter:
         key: KeyRecord,
         headers: Mapping[str, str],
     ) -> None:
+        self._clock = time.perf_counter()
+        self._upstream_wait = 0.0
+        self._metrics = state.metrics
         self._publisher = state.events
         self._limiter = state.limiter
         self._key = key
@@ -68,6 +85,17 @@ class UsageMeter:
     @property
     def request_id(self) -> str:
         return self.base["request_id"]
+
+    def upstream_waited(self, seconds: float) -> None:
+        self._upstream_wait += seconds
+
+    def response_headers(self) -> dict[str, str]:
+        """x-request-id and x-b23-overhead-ms (time in the proxy so far, upstream wait
+        excluded), observed into the overhead histogram."""
+        overhead = time.perf_counter() - self._clock - self._upstream_wait
+        self._metrics.overhead[self.base["protocol"]].observe(overhead)
+        request_id_header = REQUEST_ID_HEADERS[self.base["protocol"]]
+        return {request_id_header: self.request_id, "x-b23-overhead-ms": f"{overhead * 1000:.3f}"}
 
     async def finish_async(self, **fields: Any) -> None:
         """`finish` as a coroutine, for BackgroundTask: a sync one would run in a thread."""

@@ -10,6 +10,7 @@ from proxy_service.convert.anthropic_request import ConversionOptions
 from proxy_service.keystore import KeyStore
 from proxy_service.keywriter import KeyWriter
 from proxy_service.limits import Limiter
+from proxy_service.observability import Metrics
 from proxy_service.publisher import EventPublisher
 from proxy_service.shutdown import ShutdownWatch
 from proxy_service.upstream import Upstream
@@ -27,3 +28,4 @@ class ProxyState:
     limiter: Limiter
     shutdown: ShutdownWatch
     conversion: ConversionOptions
+    metrics: Metrics

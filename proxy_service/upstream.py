@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -63,13 +64,17 @@ class UpstreamReply:
     body: bytes
     request_id: str | None
     headers: httpx.Headers
+    waited: float
+    """Seconds spent waiting for the upstream (request sent to body read)."""
 
 
 class UpstreamStream:
     """An open streamed reply; iterate `chunks()`, and always `aclose()` (the caller's finally)."""
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response, waited: float) -> None:
         self._response = response
+        self.waited = waited
+        """Seconds from sending the request to the response headers."""
         self.status = response.status_code
         self.content_type = response.headers.get("content-type", "application/octet-stream")
         self.request_id = response.headers.get("x-request-id")
@@ -123,6 +128,7 @@ class Upstream:
             raise UpstreamFailure("the upstream rejected the proxy's credentials")
 
     async def post(self, body: bytes, client_key: str) -> UpstreamReply:
+        started = time.perf_counter()
         with translated_errors():
             response = await self._client.post(
                 self._url, content=body, headers=self.headers(client_key)
@@ -134,15 +140,17 @@ class Upstream:
             body=response.content,
             request_id=response.headers.get("x-request-id"),
             headers=response.headers,
+            waited=time.perf_counter() - started,
         )
 
     async def open_stream(self, body: bytes, client_key: str) -> UpstreamStream:
         request = self._client.build_request(
             "POST", self._url, content=body, headers=self.headers(client_key)
         )
+        started = time.perf_counter()
         with translated_errors():
             response = await self._client.send(request, stream=True)
-        stream = UpstreamStream(response)
+        stream = UpstreamStream(response, time.perf_counter() - started)
         if self._api_key and response.status_code in (401, 403):
             await stream.aclose()
             self._check_credentials(response.status_code)

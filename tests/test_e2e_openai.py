@@ -265,3 +265,16 @@ def test_no_client_key_or_admin_token_in_events_or_logs(system: System):
     time.sleep(0.5)
     everything = system.events_path.read_text() + system.keys_path.read_text() + system.logs()
     assert secret not in everything and ADMIN_TOKEN not in everything
+
+
+def test_overhead_header_and_metrics(system: System):
+    system.upsert("bsk-olive-0000001", "olive")
+    for stream in (False, True):
+        reply = chat(system.url, "bsk-olive-0000001", stream=stream)
+        assert 0 < float(reply.headers["x-b23-overhead-ms"]) < 1000
+        assert reply.headers["x-request-id"].startswith("req_")
+    metrics = httpx.get(system.url + "/metrics").text
+    count = next(line for line in metrics.splitlines()
+                 if line.startswith('b23_proxy_overhead_seconds_count{protocol="openai_chat"}'))
+    assert float(count.split()[-1]) >= 2
+    assert "b23_usage_events_dropped_total 0.0" in metrics

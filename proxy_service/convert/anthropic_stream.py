@@ -33,8 +33,8 @@ from proxy_service.convert.anthropic_response import (
     visible_text,
 )
 from proxy_service.convert.openai_usage import usage_record
-from shared.sse import SSEDecoder, encode_event
 from proxy_service.convert.token_count import estimate_text
+from shared.sse import SSEDecoder, encode_event
 
 logger = logging.getLogger(__name__)
 

@@ -55,12 +55,14 @@ async def messages(request: Request) -> Response:
         upstream_body = orjson.dumps(converted.body)
         if converted.stream:
             stream = await state.upstream.open_stream(upstream_body, client_key)
+            meter.upstream_waited(stream.waited)
             return await _stream(state, meter, stream, orjson.Fragment(raw), converted, message_id)
         reply = await state.upstream.post(upstream_body, client_key)
     except ProxyError as error:
         meter.finish(status_code=error.status, error=error.message, prompt=logged_prompt(raw, body))
         raise
     prompt = orjson.Fragment(raw)
+    meter.upstream_waited(reply.waited)
     if reply.status >= 400:
         return _error_reply(meter, prompt, reply.status, reply.body, reply.headers)
     try:
@@ -89,7 +91,7 @@ async def messages(request: Request) -> Response:
     return Response(
         orjson.dumps(message),
         200,
-        {"request-id": meter.request_id},
+        meter.response_headers(),
         "application/json",
         background=task,
     )
@@ -106,7 +108,7 @@ def _error_reply(
     return Response(
         orjson.dumps(error),
         client_status,
-        {**extra, "request-id": meter.request_id},
+        {**extra, **meter.response_headers()},
         "application/json",
     )
 
@@ -127,7 +129,7 @@ async def _stream(
     return StreamingResponse(
         _relay(state, upstream, translator, meter, prompt, converted),
         200,
-        {**SSE_HEADERS, "request-id": meter.request_id},
+        {**SSE_HEADERS, **meter.response_headers()},
         media_type="text/event-stream",
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from proxy_service.deps import State
@@ -15,6 +16,12 @@ router = APIRouter(tags=["health"])
 async def healthz() -> dict[str, bool]:
     """Liveness: the process answers."""
     return {"ok": True}
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(state: State) -> Response:
+    """Prometheus text format: overhead histogram and usage-event counters."""
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/readyz")

@@ -41,7 +41,8 @@ async def chat_completions(request: Request) -> Response:
     except ProxyError as error:
         meter.finish(status_code=error.status, error=error.message, prompt=logged_prompt(raw, body))
         raise
-    headers = {"x-request-id": meter.request_id}
+    meter.upstream_waited(reply.waited)
+    headers = meter.response_headers()
     task = BackgroundTask(_meter_reply, meter, reply, logged_prompt(raw, body), body.get("model"))
     return Response(reply.body, reply.status, headers, reply.content_type, background=task)
 
@@ -86,6 +87,7 @@ async def _stream(
     else:
         raw_upstream = raw
     upstream = await state.upstream.open_stream(raw_upstream, client_key)
+    meter.upstream_waited(upstream.waited)
     prompt = orjson.Fragment(raw)
     if upstream.status >= 400:
         error_body = await upstream.read_error_body()
@@ -96,12 +98,13 @@ async def _stream(
             error_body,
             upstream.request_id,
             upstream.headers,
+            upstream.waited,
         )
         task = BackgroundTask(_meter_reply, meter, reply, prompt, body.get("model"))
         return Response(
             error_body,
             upstream.status,
-            {"x-request-id": meter.request_id},
+            meter.response_headers(),
             upstream.content_type,
             background=task,
         )
@@ -109,7 +112,7 @@ async def _stream(
     return StreamingResponse(
         _relay(state, upstream, tap, meter, prompt, body.get("model")),
         upstream.status,
-        {**SSE_HEADERS, "x-request-id": meter.request_id},
+        {**SSE_HEADERS, **meter.response_headers()},
         media_type="text/event-stream",
     )
 
