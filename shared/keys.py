@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 KEY_ID_PREFIX = "key_"
 API_KEY_PREFIX = "bsk-"
+MAX_LIMIT = 2**53
+"""Largest limit or quota: exact in JSON numbers and in Redis' Lua (doubles)."""
 LIMIT_FIELDS = ("rpm_limit", "tpm_limit", "daily_token_quota", "monthly_token_quota")
 
 
@@ -53,10 +55,10 @@ class KeyRecord(BaseModel):
     expires_at: datetime | None = None
     superseded: bool = False
     """An old secret of a rotated key, valid until expires_at (the grace period)."""
-    rpm_limit: int | None = Field(None, ge=1)
-    tpm_limit: int | None = Field(None, ge=1)
-    daily_token_quota: int | None = Field(None, ge=1)
-    monthly_token_quota: int | None = Field(None, ge=1)
+    rpm_limit: int | None = Field(None, ge=1, le=MAX_LIMIT)
+    tpm_limit: int | None = Field(None, ge=1, le=MAX_LIMIT)
+    daily_token_quota: int | None = Field(None, ge=1, le=MAX_LIMIT)
+    monthly_token_quota: int | None = Field(None, ge=1, le=MAX_LIMIT)
 
     @field_validator("created_at", "expires_at")
     @classmethod

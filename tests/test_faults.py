@@ -21,6 +21,17 @@ from tests.processes import RedisServer, free_port, proxy_process, wait_http, wa
 from tests.system import System
 
 KEY = "bsk-fault-injection-0001"
+BOTH = ("openai", "anthropic")
+
+
+def call(url: str, key: str) -> httpx.Response:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    return httpx.post(
+        url + "/v1/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {key}"},
+        timeout=10,
+    )
 
 
 @pytest.fixture
@@ -55,12 +66,15 @@ def assert_exactly_once(system: System, outcomes, timeout: float = 20) -> list[d
 def test_redis_down_10s_under_load(system: System, private_redis: RedisServer):
     """Known keys keep being served from memory; events are buffered and published when Redis
     returns empty; the key set is restored from keys.json without manual steps."""
-    load = Background(system.proxy_urls, KEY, 75, 5.0)
+    load = Background(system.proxy_urls, KEY, 80, 5.0, BOTH)
     time.sleep(2)
     private_redis.stop()
     time.sleep(0.5)
     ready = httpx.get(system.url + "/readyz").json()
     assert ready["ready"] is False and ready["redis"] is False
+    assert call(system.url, "bsk-never-seen-0000").status_code == 401
+    reply = system.upsert("bsk-during-outage-01", "nobody")
+    assert reply.status_code == 503 and "Redis" in reply.json()["error"]["message"]
     time.sleep(9.5)
     private_redis.start()
     outcomes = load.join()
@@ -70,7 +84,7 @@ def test_redis_down_10s_under_load(system: System, private_redis: RedisServer):
 
 
 def test_logger_sigkill_twice_under_load(system: System):
-    load = Background(system.proxy_urls, KEY, 90, 10.0)
+    load = Background(system.proxy_urls, KEY, 90, 10.0, BOTH)
     for _ in range(2):
         time.sleep(2.5)
         system.logger.kill()
@@ -83,7 +97,7 @@ def test_logger_sigkill_twice_under_load(system: System):
 
 def test_two_logger_replicas_write_each_event_once(system: System):
     system.start_logger(LOGGER_CONSUMER="logger-2")
-    outcomes = run_load(system.proxy_urls, KEY, 60, 30.0)
+    outcomes = run_load(system.proxy_urls, KEY, 60, 30.0, BOTH)
     events = assert_exactly_once(system, outcomes)
     assert all(e["request_id"].startswith("req_") for e in events)
 
@@ -129,8 +143,12 @@ def test_sigterm_grace_period_over_cuts_streams_and_records_it(system: System, f
 def test_client_disconnect_cancels_the_upstream_and_is_recorded(system: System, fake_upstream):
     fake_upstream.script({**paced_stream(100, 0.1)})
     body = {"model": "m", "messages": [], "stream": True}
-    with httpx.stream("POST", system.url + "/v1/chat/completions", json=body,
-                      headers={"authorization": f"Bearer {KEY}"}) as reply:
+    with httpx.stream(
+        "POST",
+        system.url + "/v1/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {KEY}"},
+    ) as reply:
         next(reply.iter_raw())
     wait_until(lambda: fake_upstream.open_streams() == 0, 3, what="upstream stream cancelled")
     [event] = system.wait_events(1)

@@ -5,15 +5,17 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from proxy_service.deps import AdminState
 from proxy_service.errors import ProxyError
 from proxy_service.keywriter import KeyWriter
 from proxy_service.state import ProxyState
 from shared.keys import (
+    MAX_LIMIT,
     KeyRecord,
     hash_api_key,
     key_hint,
@@ -25,6 +27,7 @@ from shared.keys import (
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 MAX_GRACE_SECONDS = 30 * 24 * 3600
+MAX_FREE_FIELD_BYTES = 8192
 
 
 class KeySettings(BaseModel):
@@ -32,11 +35,24 @@ class KeySettings(BaseModel):
 
     active: bool = True
     expires_at: datetime | None = None
-    rpm_limit: int | None = Field(None, ge=1)
-    tpm_limit: int | None = Field(None, ge=1)
-    daily_token_quota: int | None = Field(None, ge=1)
-    monthly_token_quota: int | None = Field(None, ge=1)
+    rpm_limit: int | None = Field(None, ge=1, le=MAX_LIMIT)
+    tpm_limit: int | None = Field(None, ge=1, le=MAX_LIMIT)
+    daily_token_quota: int | None = Field(None, ge=1, le=MAX_LIMIT)
+    monthly_token_quota: int | None = Field(None, ge=1, le=MAX_LIMIT)
     metadata: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _free_fields_storable(self) -> KeySettings:
+        """metadata and extra fields are kept on the key record: plain, small JSON only."""
+        try:
+            size = len(orjson.dumps([self.metadata, self.model_extra]))
+        except TypeError as error:
+            raise ValueError(f"metadata and extra fields must be plain JSON ({error})") from None
+        if size > MAX_FREE_FIELD_BYTES:
+            raise ValueError(
+                f"metadata and extra fields take {size} bytes, over {MAX_FREE_FIELD_BYTES}"
+            )
+        return self
 
 
 class UpsertKey(KeySettings):

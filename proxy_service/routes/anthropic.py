@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
+from proxy_service import openapi
 from proxy_service.auth import authenticate
 from proxy_service.bodies import logged_prompt, parse_json_object, read_body
 from proxy_service.convert import anthropic_request
@@ -40,7 +41,7 @@ def convert(state: ProxyState, body: dict[str, Any]) -> ConvertedRequest:
         raise InvalidRequest(str(error)) from None
 
 
-@router.post("/v1/messages")
+@router.post("/v1/messages", openapi_extra=openapi.MESSAGES)
 async def messages(request: Request) -> Response:
     state = proxy_state(request)
     client_key, key = authenticate(request.headers, state.keys)
@@ -220,7 +221,7 @@ class _Reader:
         await self._upstream.aclose()
 
 
-@router.post("/v1/messages/count_tokens")
+@router.post("/v1/messages/count_tokens", openapi_extra=openapi.MESSAGES)
 async def count_message_tokens(request: Request) -> dict[str, int]:
     """Answered locally (no upstream call, no usage event): see convert/token_count.py."""
     state = proxy_state(request)

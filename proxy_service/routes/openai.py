@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
+from proxy_service import openapi
 from proxy_service.auth import authenticate
 from proxy_service.bodies import logged_prompt, parse_json_object, read_body
 from proxy_service.convert.openai_stream import OpenAIStreamTap
@@ -25,7 +26,7 @@ router = APIRouter(tags=["openai"])
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", openapi_extra=openapi.CHAT_COMPLETIONS)
 async def chat_completions(request: Request) -> Response:
     state = proxy_state(request)
     client_key, key = authenticate(request.headers, state.keys)
