@@ -26,12 +26,12 @@ class Canary:
         canary = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 canary.hits.append(self.path)
                 self.send_response(200)
                 self.end_headers()
 
-            do_GET = do_POST  # noqa: N815
+            do_GET = do_POST
 
             def log_message(self, *args) -> None:
                 pass
