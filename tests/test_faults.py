@@ -59,6 +59,11 @@ def assert_exactly_once(system: System, outcomes, timeout: float = 20) -> list[d
     assert not bad, f"{len(bad)} malformed answers, e.g. {bad[:3]}"
     events = system.wait_events(len(outcomes), timeout=timeout)
     duplicates = [rid for rid, n in Counter(e["request_id"] for e in events).items() if n > 1]
+    client_errors = sum(not o.complete for o in outcomes)
+    print(
+        f"\nFAULT-REPORT | {len(outcomes)} sent | {len(events)} recorded | "
+        f"{len(duplicates)} duplicates | {client_errors} client-visible errors"
+    )
     assert not duplicates
     return events
 
