@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
+
+from fastapi.responses import StreamingResponse
 
 from proxy_service.state import ProxyState
 from shared.events import Protocol
@@ -23,6 +25,7 @@ KNOWN_USER_AGENTS = (
 )
 
 
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 REQUEST_ID_HEADERS = {"openai_chat": "x-request-id", "anthropic_messages": "request-id"}
 """Where each API puts its request id (the SDKs expose these)."""
 
@@ -88,6 +91,11 @@ class UsageMeter:
 
     def upstream_waited(self, seconds: float) -> None:
         self._upstream_wait += seconds
+
+    def sse_response(self, frames: AsyncIterator[bytes], status: int = 200) -> StreamingResponse:
+        """A streamed answer: never cached or buffered by proxies in front of us."""
+        headers = {**SSE_HEADERS, **self.response_headers()}
+        return StreamingResponse(frames, status, headers, media_type="text/event-stream")
 
     def response_headers(self) -> dict[str, str]:
         """x-request-id and x-b23-overhead-ms (time in the proxy so far, upstream wait

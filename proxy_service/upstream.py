@@ -86,13 +86,17 @@ class UpstreamStream:
                 yield chunk
 
     async def read_error_body(self) -> bytes:
-        """The body of a non-2xx streamed reply, capped so a huge error page cannot hurt us."""
+        """The body of a non-2xx streamed reply, capped so a huge error page cannot hurt us;
+        the stream is closed afterwards."""
         parts, size = [], 0
-        async for chunk in self.chunks():
-            parts.append(chunk)
-            size += len(chunk)
-            if size >= MAX_ERROR_BODY_BYTES:
-                break
+        try:
+            async for chunk in self.chunks():
+                parts.append(chunk)
+                size += len(chunk)
+                if size >= MAX_ERROR_BODY_BYTES:
+                    break
+        finally:
+            await self.aclose()
         return b"".join(parts)[:MAX_ERROR_BODY_BYTES]
 
     async def aclose(self) -> None:

@@ -59,17 +59,21 @@ def main() -> int:
             inject(fault, system, redis)
             injected[fault] += 1
             print(f"{time.strftime('%H:%M:%S')} injected {fault}", flush=True)
-        outcomes = load.join(timeout=args.minutes * 60 + 120)
-        events = system.wait_events(len(outcomes), timeout=60)
-        duplicates = sum(n > 1 for n in Counter(e["request_id"] for e in events).values())
-        malformed = sum(not o.well_formed for o in outcomes)
-        errors = sum(not o.complete for o in outcomes)
+        outcomes = load.join(timeout=args.minutes * 60 + 300)
+        reached = [o for o in outcomes if o.status]
+        events = system.wait_events(len(reached), timeout=60)
+        recorded = {e["request_id"] for e in events}
+        duplicates = len(events) - len(recorded)
+        lost = [o.request_id for o in reached if o.request_id and o.request_id not in recorded]
+        malformed = sum(not o.well_formed for o in reached)
+        errors = sum(not o.complete for o in reached)
         print(
             f"SOAK | {args.minutes:g} min | faults {dict(injected)} | {len(outcomes)} sent | "
-            f"{len(events)} recorded | {duplicates} duplicates | {malformed} malformed | "
-            f"{errors} client-visible errors"
+            f"{len(outcomes) - len(reached)} refused before reaching a proxy | "
+            f"{len(events)} recorded | {duplicates} duplicates | {len(lost)} lost | "
+            f"{malformed} malformed | {errors} client-visible errors"
         )
-        return 0 if duplicates == malformed == 0 and len(events) == len(outcomes) else 1
+        return 0 if duplicates == malformed == len(lost) == 0 else 1
     finally:
         system.stop()
         upstream.stop()

@@ -4,6 +4,7 @@ rate, streaming and not, and a verdict on whether each answer was well formed.""
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -15,10 +16,12 @@ import orjson
 @dataclass(frozen=True)
 class Outcome:
     status: int
+    """0: the request never reached a proxy (connection refused or similar)."""
     well_formed: bool
     complete: bool
     """A full answer (not an error, not a cut stream)."""
     detail: str = ""
+    request_id: str | None = None
 
 
 def _judge_openai(reply: httpx.Response, stream: bool) -> Outcome:
@@ -47,16 +50,25 @@ def _judge_anthropic(reply: httpx.Response, stream: bool) -> Outcome:
 
 def send(url: str, key: str, protocol: str, stream: bool, model: str = "gpt-test") -> Outcome:
     """One request; transport failures count as not well formed."""
+    return _send(url, key, protocol, stream, model)
+
+
+def _with_request_id(outcome: Outcome, reply: httpx.Response) -> Outcome:
+    request_id = reply.headers.get("x-request-id") or reply.headers.get("request-id")
+    return dataclasses.replace(outcome, request_id=request_id)
+
+
+def _send(url: str, key: str, protocol: str, stream: bool, model: str) -> Outcome:
     headers = {"authorization": f"Bearer {key}"}
     messages = [{"role": "user", "content": "Hi"}]
     try:
         if protocol == "openai":
             body = {"model": model, "messages": messages, "stream": stream}
             reply = httpx.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=30)
-            return _judge_openai(reply, stream)
+            return _with_request_id(_judge_openai(reply, stream), reply)
         body = {"model": model, "max_tokens": 64, "messages": messages, "stream": stream}
         reply = httpx.post(url + "/v1/messages", json=body, headers=headers, timeout=30)
-        return _judge_anthropic(reply, stream)
+        return _with_request_id(_judge_anthropic(reply, stream), reply)
     except (httpx.HTTPError, ValueError) as error:
         return Outcome(0, False, False, repr(error))
 
@@ -80,8 +92,15 @@ def run_load(
                 time.sleep(delay)
             protocol = protocols[i % len(protocols)]
             stream = streams[(i // len(protocols)) % len(streams)]
-            futures.append(pool.submit(send, urls[i % len(urls)], key, protocol, stream, model))
+            slot = i // len(protocols)  # so every replica sees every protocol
+            futures.append(pool.submit(_send_to_one_of, urls, slot, key, protocol, stream, model))
         return [future.result() for future in futures]
+
+
+def _send_to_one_of(urls: list[str], slot: int, key: str, *args) -> Outcome:
+    """Pick the replica when the request is sent, not when it was queued: `urls` may change
+    (a rolling restart takes a replica out of the list)."""
+    return send(urls[slot % len(urls)], key, *args)
 
 
 class Background:

@@ -10,7 +10,6 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 from proxy_service import openapi
@@ -30,8 +29,6 @@ from proxy_service.state import ProxyState
 from proxy_service.upstream import UpstreamStream
 
 router = APIRouter(tags=["anthropic"])
-
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 def convert(state: ProxyState, body: dict[str, Any]) -> ConvertedRequest:
@@ -124,15 +121,9 @@ async def _stream(
 ) -> Response:
     if upstream.status >= 400:
         error_body = await upstream.read_error_body()
-        await upstream.aclose()
         return _error_reply(meter, prompt, upstream.status, error_body, upstream.headers)
     translator = AnthropicStreamTranslator(converted, message_id)
-    return StreamingResponse(
-        _relay(state, upstream, translator, meter, prompt, converted),
-        200,
-        {**SSE_HEADERS, **meter.response_headers()},
-        media_type="text/event-stream",
-    )
+    return meter.sse_response(_relay(state, upstream, translator, meter, prompt, converted))
 
 
 async def _relay(

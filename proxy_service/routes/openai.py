@@ -7,7 +7,6 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 from proxy_service import openapi
@@ -22,8 +21,6 @@ from proxy_service.state import ProxyState
 from proxy_service.upstream import UpstreamReply, UpstreamStream
 
 router = APIRouter(tags=["openai"])
-
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 @router.post("/v1/chat/completions", openapi_extra=openapi.CHAT_COMPLETIONS)
@@ -92,7 +89,6 @@ async def _stream(
     prompt = orjson.Fragment(raw)
     if upstream.status >= 400:
         error_body = await upstream.read_error_body()
-        await upstream.aclose()
         reply = UpstreamReply(
             upstream.status,
             upstream.content_type,
@@ -110,12 +106,8 @@ async def _stream(
             background=task,
         )
     tap = OpenAIStreamTap(drop_usage_chunk=not client_wants_usage)
-    return StreamingResponse(
-        _relay(state, upstream, tap, meter, prompt, body.get("model")),
-        upstream.status,
-        {**SSE_HEADERS, **meter.response_headers()},
-        media_type="text/event-stream",
-    )
+    relay = _relay(state, upstream, tap, meter, prompt, body.get("model"))
+    return meter.sse_response(relay, upstream.status)
 
 
 async def _relay(
