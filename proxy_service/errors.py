@@ -1,8 +1,9 @@
 """Errors the proxy answers with, rendered in the calling protocol's own shape.
 
 ProxyError                  status + message, rendered per protocol
-├── AuthenticationFailed    401: missing, unknown, inactive or expired key
-├── AdminForbidden          403: missing or wrong x-admin-token
+├── NotRetryable            sent with x-should-retry: false
+│   ├── AuthenticationFailed    401: missing, unknown, inactive or expired key
+│   └── AdminForbidden          403: missing or wrong x-admin-token
 ├── InvalidRequest          400: a body the protocol cannot accept
 ├── RequestTooLarge         413: body over MAX_REQUEST_BYTES
 └── UpstreamFailure         502/504: upstream unreachable, failing or silent
@@ -47,12 +48,20 @@ class ProxyError(Exception):
         return cls(message, status=status)
 
 
-class AuthenticationFailed(ProxyError):
+class NotRetryable(ProxyError):
+    """Errors a retry cannot fix: `x-should-retry: false` stops the SDKs' (and Claude Code's)
+    automatic retries, which otherwise back off for minutes on a 401."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"x-should-retry": "false"})
+
+
+class AuthenticationFailed(NotRetryable):
     status = 401
     code = "invalid_api_key"
 
 
-class AdminForbidden(ProxyError):
+class AdminForbidden(NotRetryable):
     status = 403
     code = "forbidden"
 

@@ -12,6 +12,16 @@ for the next requests, in order:
         drops the connection after that many events; `hang` never ends the stream.
 
 `GET /_requests` lists what was received (body and headers); `DELETE /_requests` clears it.
+
+Model `cc-tool-loop` (when no script step is queued) plays a two-turn tool loop for a real agent
+such as Claude Code, whatever side requests it makes besides:
+    - a `tool` message after the last assistant message: the final text
+      `TOOL-LOOP-DONE: <what the tool returned>`;
+    - else, a `Bash` tool on offer: a call of it with `{"command": "cat b23-marker.txt"}`
+      (the test puts that file in the agent's working directory);
+    - else (session titles, quota probes, ...): a short text, or a JSON object of the required
+      fields when `response_format` asks for a json_schema.
+Streamed or not, as asked.
 """
 
 from __future__ import annotations
@@ -30,6 +40,20 @@ from starlette.routing import Route
 REPLY_TEXT = "Hello! How can I help?"
 REPLY_PARTS = ("Hello", "!", " How can I help?")
 USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+TOOL_LOOP_MODEL = "cc-tool-loop"
+TOOL_LOOP_DONE = "TOOL-LOOP-DONE"
+TOOL_LOOP_FILE = "b23-marker.txt"
+TOOL_LOOP_OTHER = "cc-tool-loop side reply"
+TOOL_LOOP_CALL = {
+    "id": "call_b23_bash",
+    "type": "function",
+    "function": {
+        "name": "Bash",
+        "arguments": orjson.dumps(
+            {"command": f"cat {TOOL_LOOP_FILE}", "description": "Show the marker file"}
+        ).decode(),
+    },
+}
 
 
 class Aborted(Exception):
@@ -63,10 +87,43 @@ class FakeUpstream:
 
     def default_reply(self, body: dict[str, Any]) -> Response:
         model = body.get("model", "fake-model")
+        if model == TOOL_LOOP_MODEL:
+            return self.tool_loop_reply(body)
         if not body.get("stream"):
             return JSONResponse(completion(model))
         include_usage = (body.get("stream_options") or {}).get("include_usage") is True
         chunks = default_chunks(model, include_usage)
+        return StreamingResponse(
+            self.scripted_stream({"sse": chunks}), media_type="text/event-stream"
+        )
+
+    def tool_loop_reply(self, body: dict[str, Any]) -> Response:
+        """The `cc-tool-loop` model: tool result -> final text; Bash offered -> call it."""
+        model, call = body["model"], None
+        result = tool_loop_result(body.get("messages") or [])
+        tools = [(tool.get("function") or {}).get("name") for tool in body.get("tools") or []]
+        if result is not None:
+            text = f"{TOOL_LOOP_DONE}: {result}"
+        elif "Bash" in tools:
+            text, call = "", TOOL_LOOP_CALL
+        else:
+            text = tool_loop_side_text(body.get("response_format"))
+        if not body.get("stream"):
+            answer = completion(model, text)
+            if call is not None:
+                message = {"role": "assistant", "content": None, "tool_calls": [call]}
+                answer["choices"][0].update(message=message, finish_reason="tool_calls")
+            return JSONResponse(answer)
+        if call is None:
+            chunks = [
+                chunk(model, {"role": "assistant", "content": text}),
+                chunk(model, {}, "stop"),
+            ]
+        else:
+            delta = {"role": "assistant", "content": None, "tool_calls": [{"index": 0, **call}]}
+            chunks = [chunk(model, delta), chunk(model, {}, "tool_calls")]
+        if (body.get("stream_options") or {}).get("include_usage") is True:
+            chunks.append({**chunk(model, {}), "choices": [], "usage": USAGE})
         return StreamingResponse(
             self.scripted_stream({"sse": chunks}), media_type="text/event-stream"
         )
@@ -99,6 +156,31 @@ class FakeUpstream:
             self.script.clear()
             return JSONResponse({"cleared": True})
         return JSONResponse({"requests": self.received, "open_streams": self.open_streams})
+
+
+def tool_loop_result(messages: list[dict[str, Any]]) -> str | None:
+    """The text of the tool messages after the last assistant message, or None if there are none."""
+    results = []
+    for message in reversed(messages):
+        if message.get("role") == "assistant":
+            break
+        if message.get("role") == "tool":
+            content = message.get("content")
+            if isinstance(content, list):
+                content = "".join(
+                    part.get("text", "") for part in content if isinstance(part, dict)
+                )
+            results.insert(0, str(content or ""))
+    return "\n".join(results) if results else None
+
+
+def tool_loop_side_text(response_format: Any) -> str:
+    """A short text; JSON with each required string field when a json_schema is asked for
+    (Claude Code's session-title request asks for `{"title": ...}`)."""
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return TOOL_LOOP_OTHER
+    schema = (response_format.get("json_schema") or {}).get("schema") or {}
+    return orjson.dumps(dict.fromkeys(schema.get("required") or [], TOOL_LOOP_OTHER)).decode()
 
 
 def completion(model: str, text: str = REPLY_TEXT) -> dict[str, Any]:

@@ -319,6 +319,7 @@ def test_auth_errors_in_anthropic_shape(system: System):
     }
     reply = httpx.post(system.url + "/v1/messages?beta=true", json={})
     assert reply.status_code == 401 and reply.json()["error"]["type"] == "authentication_error"
+    assert reply.headers["x-should-retry"] == "false"  # else Claude Code retries for minutes
 
 
 def test_invalid_body_is_an_anthropic_400(system: System):
