@@ -119,7 +119,7 @@ def test_sigterm_lets_inflight_streams_finish_then_exits_0(system: System, fake_
     wait_http(url + "/readyz", proxy)
     fake_upstream.script(*[paced_stream(10, 0.15) for _ in range(4)])
     load = Background([url], KEY, 4, 20.0, model="paced", streams=(True,))
-    time.sleep(0.5)
+    wait_until(lambda: fake_upstream.open_streams() == 4, 5, what="4 streams in flight")
     proxy.signal(signal.SIGTERM)
     outcomes = load.join()
     assert proxy.wait(15) == 0
@@ -136,7 +136,7 @@ def test_sigterm_grace_period_over_cuts_streams_and_records_it(system: System, f
     wait_http(url + "/readyz", proxy)
     fake_upstream.script(*[{**paced_stream(40, 0.1), "abort_after": None} for _ in range(2)])
     load = Background([url], KEY, 2, 20.0, model="paced", streams=(True,))
-    time.sleep(0.5)
+    wait_until(lambda: fake_upstream.open_streams() == 2, 5, what="2 streams in flight")
     proxy.signal(signal.SIGTERM)
     outcomes = load.join()
     assert proxy.wait(15) == 0
