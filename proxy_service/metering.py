@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -78,7 +78,7 @@ class UsageMeter:
         self._finished = False
         self.started_at_ms = now_ms()
         self.base: dict[str, Any] = {
-            "request_id": "req_" + uuid.uuid4().hex,
+            "request_id": "req_" + secrets.token_hex(16),
             "protocol": protocol,
             "client_app": client_app_from(headers),
             "user_id": key.user_id,

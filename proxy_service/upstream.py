@@ -1,9 +1,13 @@
 """The one module that talks HTTP to the upstream.
 
 One `httpx.AsyncClient` per process, on the aiohttp transport (`httpx-aiohttp`): plain httpx
-spends about 1 ms of CPU per request, the aiohttp transport about a third of that (see the
-README's performance section). Transport errors are translated here into `UpstreamFailure`,
-so routes never see httpx or aiohttp exceptions.
+spends about 1 ms of CPU per request, the aiohttp transport about a third of that (see
+bench/README.md). Requests are httpx `Request` objects built from a URL parsed once and sent
+through the client's transport (httpx's `AsyncBaseTransport` interface): the client's per-request
+cookie jar, auth and redirect handling cost about a fifth of the proxy's CPU, and a gateway must
+not apply them anyway (an upstream cookie would otherwise follow one user's request into the
+next user's). Transport errors are translated here into `UpstreamFailure`, so routes never see
+httpx or aiohttp exceptions.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass
 import aiohttp
 import anyio
 import httpx
-from httpx_aiohttp import HttpxAiohttpClient
+from httpx_aiohttp import AiohttpTransport
 
 from proxy_service.errors import UpstreamFailure
 from shared.settings import Settings
@@ -25,18 +29,6 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_ERROR_BODY_BYTES = 1 << 20
-
-
-def create_client(settings: Settings) -> httpx.AsyncClient:
-    """The process-wide client: generous pool, connect and idle-read timeouts from settings."""
-    timeout = httpx.Timeout(
-        connect=settings.upstream_connect_timeout,
-        read=settings.upstream_read_timeout,
-        write=settings.upstream_read_timeout,
-        pool=settings.upstream_connect_timeout,
-    )
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
-    return HttpxAiohttpClient(timeout=timeout, limits=limits, trust_env=False)
 
 
 def describe_transport_error(error: BaseException) -> UpstreamFailure:
@@ -108,21 +100,42 @@ class UpstreamStream:
 class Upstream:
     """POSTs chat completion bodies to `{UPSTREAM_BASE_URL}/chat/completions`."""
 
-    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
-        self._client = client
-        self._url = settings.upstream_base_url + "/chat/completions"
+    def __init__(self, settings: Settings) -> None:
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+        self._transport = AiohttpTransport(limits=limits, trust_env=False)
+        self._client = httpx.AsyncClient(transport=self._transport, trust_env=False)
+        """The process's one client: it owns the transport and closes it."""
+        self._url = httpx.URL(settings.upstream_base_url + "/chat/completions")
         self._api_key = (
             settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
         )
+        self._timeouts = {
+            "connect": settings.upstream_connect_timeout,
+            "read": settings.upstream_read_timeout,
+            "write": settings.upstream_read_timeout,
+            "pool": settings.upstream_connect_timeout,
+        }
+        self._fixed_headers = [
+            (b"host", self._url.netloc),
+            (b"content-type", b"application/json"),
+            (b"accept-encoding", b"identity"),
+        ]
 
-    def headers(self, client_key: str) -> dict[str, str]:
+    def _request(self, body: bytes, client_key: str) -> httpx.Request:
         """Fixed headers only: nothing the client sends is forwarded but its body (and its key
         when no UPSTREAM_API_KEY is set), so a client cannot steer the upstream request."""
-        return {
-            "content-type": "application/json",
-            "accept-encoding": "identity",
-            "authorization": "Bearer " + (self._api_key or client_key),
-        }
+        credential = "Bearer " + (self._api_key or client_key)
+        headers = [*self._fixed_headers, (b"authorization", credential.encode())]
+        return httpx.Request(
+            "POST",
+            self._url,
+            headers=headers,
+            content=body,
+            extensions={"timeout": self._timeouts},
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
 
     def _check_credentials(self, status: int) -> None:
         """A 401/403 to the proxy's own UPSTREAM_API_KEY is the operator's problem: answer 502
@@ -134,26 +147,25 @@ class Upstream:
     async def post(self, body: bytes, client_key: str) -> UpstreamReply:
         started = time.perf_counter()
         with translated_errors():
-            response = await self._client.post(
-                self._url, content=body, headers=self.headers(client_key)
-            )
+            response = await self._transport.handle_async_request(self._request(body, client_key))
+            try:
+                content = await response.aread()
+            finally:
+                await response.aclose()
         self._check_credentials(response.status_code)
         return UpstreamReply(
             status=response.status_code,
             content_type=response.headers.get("content-type", "application/json"),
-            body=response.content,
+            body=content,
             request_id=response.headers.get("x-request-id"),
             headers=response.headers,
             waited=time.perf_counter() - started,
         )
 
     async def open_stream(self, body: bytes, client_key: str) -> UpstreamStream:
-        request = self._client.build_request(
-            "POST", self._url, content=body, headers=self.headers(client_key)
-        )
         started = time.perf_counter()
         with translated_errors():
-            response = await self._client.send(request, stream=True)
+            response = await self._transport.handle_async_request(self._request(body, client_key))
         stream = UpstreamStream(response, time.perf_counter() - started)
         if self._api_key and response.status_code in (401, 403):
             await stream.aclose()

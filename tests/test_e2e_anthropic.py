@@ -87,6 +87,8 @@ def test_text_reply_usage_and_metering(system: System, client, stream: bool):
     assert event["prompt"]["model"] == "claude-sonnet-4-6"
     response = event["response"]["assembled"] if stream else event["response"]
     assert response["content"][0]["text"] == REPLY_TEXT
+    assert response["stop_reason"] == "end_turn"  # the record holds the stream's last frames
+    assert response["usage"]["output_tokens"] == USAGE["completion_tokens"]
 
 
 @pytest.mark.parametrize("stream", [False, True])

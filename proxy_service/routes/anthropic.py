@@ -4,7 +4,7 @@ routes Claude Code probes."""
 from __future__ import annotations
 
 import asyncio
-import uuid
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -49,7 +49,7 @@ async def messages(request: Request) -> Response:
         await state.limiter.admit(key)
         body = parse_json_object(raw)
         converted = convert(state, body)
-        message_id = "msg_" + uuid.uuid4().hex
+        message_id = "msg_" + secrets.token_hex(12)
         upstream_body = orjson.dumps(converted.body)
         if converted.stream:
             stream = await state.upstream.open_stream(upstream_body, client_key)
@@ -134,22 +134,30 @@ async def _relay(
     prompt: Any,
     converted: ConvertedRequest,
 ) -> AsyncIterator[bytes]:
-    """Translate as bytes arrive, with pings while the upstream is silent; meter once."""
+    """Translate as bytes arrive, with pings while the upstream is silent; meter once, with
+    every byte the client received."""
     sent: list[bytes] = []
     status = 200
     reader = _Reader(upstream)
     try:
-        for frame in translator.start():
-            sent.append(frame)
-            yield frame
-        async for chunk in reader.chunks(state.settings.stream_ping_seconds):
-            frames = translator.feed(chunk) if chunk is not None else [translator.ping()]
-            for frame in frames:
-                sent.append(frame)
-                yield frame
-        frames = translator.finish()
-    except UpstreamFailure as failure:
-        frames = translator.fail(f"{failure.message} mid-stream", "api_error")
+        try:
+            start = b"".join(translator.start())  # at once, before the upstream says anything
+            sent.append(start)
+            yield start
+            frames: list[bytes] = []
+            async for chunk in reader.chunks(state.settings.stream_ping_seconds):
+                frames += translator.feed(chunk) if chunk is not None else [translator.ping()]
+                if frames:  # one write per upstream chunk, however many frames it made
+                    out = b"".join(frames)
+                    sent.append(out)
+                    yield out
+                    frames = []
+            frames += translator.finish()
+        except UpstreamFailure as failure:
+            frames = translator.fail(f"{failure.message} mid-stream", "api_error")
+        out = b"".join(frames)
+        sent.append(out)
+        yield out
     except BaseException:
         status, cut = state.shutdown.cut_reason()
         translator.fail(cut)
@@ -165,9 +173,6 @@ async def _relay(
             response_stream=b"".join(sent).decode("utf-8", "replace"),
             usage=translator.usage,
         )
-    for frame in frames:
-        sent.append(frame)
-        yield frame
 
 
 class _Reader:
