@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -26,6 +27,8 @@ async def serve() -> None:
     try:
         await logger.run()
     finally:
+        with contextlib.suppress(RedisError, OSError):
+            await redis.delete(redis_names.LOGGER_HEARTBEAT)  # a stopped logger is not healthy
         await redis.aclose()
 
 

@@ -5,6 +5,10 @@ a batch is written and fsynced before it is acknowledged (XACK) and deleted (XDE
 the entries it had read but not acknowledged are read again from the group's pending list (its
 own, by its stable consumer name; a dead consumer's, through XAUTOCLAIM) and the ones already
 written are skipped.
+
+After each batch the rollup task counts the new lines into the usage aggregates in Redis
+(logger_service/rollup.py); the sink rotates events.jsonl, and the tidy task writes the rotated
+files' sidecars and deletes those past retention (logger_service/rotated.py).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from redis.exceptions import RedisError, ResponseError
 
 from logger_service.keyfile import KeyFileKeeper
 from logger_service.records import record_line
+from logger_service.rollup import Rollup
+from logger_service.rotated import delete_expired, missing_sidecars, write_sidecar
 from logger_service.sink import EventSink
 from shared import redis_names
 from shared.settings import Settings
@@ -32,6 +38,8 @@ CLAIM_EVERY_SECONDS = 10.0
 HEARTBEAT_TTL_SECONDS = 10
 KEYFILE_EVERY_SECONDS = 0.2
 RETRY_DELAY_SECONDS = 0.5
+ROLLUP_EVERY_SECONDS = 1.0
+TIDY_EVERY_SECONDS = 60.0
 
 
 class UsageLogger:
@@ -39,9 +47,11 @@ class UsageLogger:
         self._settings = settings
         self._redis = redis
         self._consumer = settings.logger_consumer
-        self.sink = EventSink(settings.events_path)
+        self.sink = EventSink(settings.events_path, rotate_bytes=settings.events_rotate_bytes)
         self.keyfile = KeyFileKeeper(redis, settings.keys_path)
+        self.rollup = Rollup(redis, settings.events_path, settings.events_retention_days)
         self._stop = asyncio.Event()
+        self._rollup_due = asyncio.Event()
         self.written = 0
 
     def stop(self) -> None:
@@ -51,9 +61,14 @@ class UsageLogger:
         """Until stop(): keep keys.json in step and move events to the file, riding out Redis
         outages."""
         self.sink.open()
+        # Cancelled at stop, anywhere: a rollup step is one transaction, a sidecar one rename.
+        background = [asyncio.create_task(self._rollup_loop()), asyncio.create_task(self._tidy())]
         try:
             await asyncio.gather(self._events_loop(), self._keyfile_loop())
         finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             self.sink.close()
 
     async def _keyfile_loop(self) -> None:
@@ -66,6 +81,33 @@ class UsageLogger:
             except (RedisError, OSError) as error:
                 log.warning("key file sync: Redis unavailable (%s)", error)
             await self._sleep(KEYFILE_EVERY_SECONDS)
+
+    async def _rollup_loop(self) -> None:
+        """Count new lines into the usage aggregates after each batch (and every second, which
+        also finishes a rebuild), never holding up the writing of events."""
+        while True:
+            try:
+                await self.rollup.catch_up()
+            except (RedisError, OSError) as error:
+                log.warning("usage rollup: %s; retrying", error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._rollup_due.wait(), ROLLUP_EVERY_SECONDS)
+            self._rollup_due.clear()
+
+    async def _tidy(self) -> None:
+        """Delete rotated files past retention; write the sidecars of newly rotated ones."""
+        events_path, retention_days = (
+            self._settings.events_path,
+            self._settings.events_retention_days,
+        )
+        while True:
+            try:
+                await asyncio.to_thread(delete_expired, events_path, retention_days, time.time())
+                for path in await asyncio.to_thread(missing_sidecars, events_path):
+                    await asyncio.to_thread(write_sidecar, path)
+            except OSError as error:
+                log.warning("rotated event files: %s", error)
+            await asyncio.sleep(TIDY_EVERY_SECONDS)
 
     async def _events_loop(self) -> None:
         while not self._stop.is_set():
@@ -138,6 +180,7 @@ class UsageLogger:
             pipe.xack(redis_names.EVENTS_STREAM, redis_names.LOGGER_GROUP, *ids)
             pipe.xdel(redis_names.EVENTS_STREAM, *ids)
             await pipe.execute()
+        self._rollup_due.set()
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

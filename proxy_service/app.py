@@ -22,7 +22,7 @@ from proxy_service.keywriter import KeyWriter
 from proxy_service.limits import Limiter
 from proxy_service.observability import Metrics
 from proxy_service.publisher import EventPublisher
-from proxy_service.routes import admin, anthropic, health, openai
+from proxy_service.routes import admin, anthropic, health, openai, usage
 from proxy_service.shutdown import ShutdownWatch
 from proxy_service.state import ProxyState
 from proxy_service.upstream import Upstream
@@ -90,6 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(openai.router)
     app.include_router(anthropic.router)
     app.include_router(admin.router)
+    app.include_router(usage.router)
     install_error_handlers(app)
     return app
 

@@ -23,6 +23,11 @@ FULL_RELOAD_SECONDS = 30.0
 RECONNECT_DELAY_SECONDS = 0.2
 
 
+def _cancel_requested() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class KeyStore:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
@@ -66,6 +71,8 @@ class KeyStore:
             try:
                 await self._follow()
             except (RedisError, OSError) as error:
+                if _cancel_requested():
+                    raise asyncio.CancelledError from error
                 if self.connected:
                     log.warning("key sync lost Redis (%s); serving the last known key set", error)
                 self.connected = False
@@ -80,6 +87,8 @@ class KeyStore:
             next_full_reload = loop.time() + FULL_RELOAD_SECONDS
             while True:
                 message = await pubsub.get_message(timeout=1.0)
+                if _cancel_requested():
+                    raise asyncio.CancelledError  # redis-py may turn a cancel into a timeout
                 if message is not None:
                     changed = message["data"].decode()
                     await (self.reload_all() if changed == "*" else self.reload_one(changed))

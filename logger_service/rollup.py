@@ -1,0 +1,188 @@
+"""Usage aggregates in Redis (layout: shared/usage_layout.py), an exact function of the event
+files.
+
+The watermark says how far the files are counted: a file, named by the digest of its first line
+(which survives its rotation, and a restore to another disk), and the offset of its first line
+not yet counted. It moves in the same MULTI/EXEC as the counters of the lines it passes, under
+WATCH, so neither a crash at any point nor a second logger replica counts a line twice or skips
+one: lines written but not yet counted are counted by the next catch-up, whoever runs it. When
+the watermark is missing (Redis lost the aggregates) or points at no file that still exists,
+every usage key is deleted and counting restarts from the oldest file, one chunk per
+transaction, on the logger's rollup task, so event writing never waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import WatchError
+
+from logger_service.eventfiles import EventFileSet, first_line, line_blocks
+from logger_service.tallies import tally_block
+from shared.redis_names import USAGE_GROUPS, USAGE_PREFIX, USAGE_WATERMARK
+from shared.usage import Cell, Tally
+from shared.usage_layout import bucket_key, by_bucket, cell_key, encode_group, end_ms, group_id
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1 << 20
+COUNT_SCRIPT = """
+-- KEYS[1]: the group registry, then for each cell: its hash and its bucket's set of groups.
+-- ARGV[1]: JSON, for each cell: [group id, group JSON, expiry (ms), {field: increment}], with
+-- numbers as strings (Lua's would print large ones in exponent form).
+local cells = cjson.decode(ARGV[1])
+for i, cell in ipairs(cells) do
+  local hash, members = KEYS[2 * i], KEYS[2 * i + 1]
+  for field, increment in pairs(cell[4]) do
+    redis.call('HINCRBY', hash, field, increment)
+  end
+  redis.call('PEXPIREAT', hash, cell[3])
+  redis.call('SADD', members, cell[1])
+  redis.call('PEXPIREAT', members, cell[3])
+  redis.call('HSET', KEYS[1], cell[1], cell[2])
+end
+"""
+"""A chunk's counts in one command (one argument each is what keeps it fast). EVAL, not
+EVALSHA, which could fail with NOSCRIPT inside the MULTI while the watermark still moved."""
+SCAN_COUNT = 1000
+UNLINK_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    file: str | None = None
+    """Digest of the file's first line; None: before every file."""
+    offset: int = 0
+
+    def dump(self) -> bytes:
+        return orjson.dumps({"file": self.file, "offset": self.offset})
+
+    @classmethod
+    def load(cls, raw: bytes | None) -> Position | None:
+        """None when absent or unreadable: both call for a rebuild."""
+        try:
+            value = orjson.loads(raw or b"")
+            return cls(value["file"], int(value["offset"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Lines after a position, tallied, and the position after them."""
+
+    end: Position
+    lines: int = 0
+    cells: dict[Cell, Tally] = field(default_factory=dict)
+
+
+class Rollup:
+    def __init__(self, redis: Redis, events_path: Path, retention_days: int) -> None:
+        self._redis = redis
+        self._path = events_path
+        self._retention_ms = retention_days * 86_400_000
+
+    async def catch_up(self) -> int:
+        """Count every whole line the files hold now; returns how many lines this call counted."""
+        counted = 0
+        while True:
+            step = await self._step()
+            if step == 0:
+                return counted
+            counted += step or 0
+
+    async def _step(self) -> int | None:
+        """Lines counted by one transaction; None when it must be tried again (another replica
+        moved the watermark first, or a rebuild just started)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(USAGE_WATERMARK)
+            at = Position.load(await pipe.get(USAGE_WATERMARK))
+            chunk = None if at is None else await asyncio.to_thread(next_chunk, self._path, at)
+            if chunk is None:
+                await self._queue_reset(pipe)
+            elif chunk.end == at:
+                return 0
+            else:
+                pipe.multi()
+                self._queue_counts(pipe, chunk.cells)
+                pipe.set(USAGE_WATERMARK, chunk.end.dump())
+            try:
+                await pipe.execute()
+            except WatchError:
+                return None
+        return None if chunk is None else chunk.lines
+
+    async def _queue_reset(self, pipe: Pipeline) -> None:
+        log.warning("usage aggregates missing or stale: rebuilding them from the event files")
+        stale = [key async for key in self._redis.scan_iter(f"{USAGE_PREFIX}*", SCAN_COUNT)]
+        pipe.multi()
+        for start in range(0, len(stale), UNLINK_BATCH):
+            pipe.unlink(*stale[start : start + UNLINK_BATCH])
+        pipe.set(USAGE_WATERMARK, Position().dump())
+
+    def _queue_counts(self, pipe: Pipeline, cells: dict[Cell, Tally]) -> None:
+        """COUNT_SCRIPT for every bucket the cells fall in, skipping buckets already past
+        retention (a rebuild of old files)."""
+        now_ms = time.time_ns() // 1_000_000
+        keys: list[str] = [USAGE_GROUPS]
+        counts = []
+        for (bucket, group), tally in by_bucket(cells).items():
+            expire_at = end_ms(bucket) + self._retention_ms
+            if expire_at <= now_ms:
+                continue
+            gid = group_id(group)
+            keys += (cell_key(bucket, gid), bucket_key(bucket))
+            fields = {name: str(value) for name, value in tally.to_fields().items()}
+            counts.append((gid, encode_group(group).decode(), str(expire_at), fields))
+        if counts:
+            pipe.eval(COUNT_SCRIPT, len(keys), *keys, orjson.dumps(counts))
+
+
+def next_chunk(events_path: Path, at: Position, max_bytes: int = CHUNK_BYTES) -> Chunk | None:
+    """The whole lines after `at` (about `max_bytes`, from one file), tallied; None when `at` is
+    in no file that still exists, or past its end: then only a rebuild is exact."""
+    with ExitStack() as stack:
+        files = EventFileSet(events_path, stack)
+        start = 0 if at.file is None else _find(files, at.file)
+        if start is None:
+            return None
+        offset = at.offset
+        for index in range(start, len(files)):
+            file = files.open(index)
+            digest = None if file is None else file_digest(file)
+            if file is None or digest is None:
+                break
+            if os.fstat(file.fileno()).st_size < offset:
+                return None
+            block = next(line_blocks(file, offset, max_bytes), b"")
+            if block:
+                chunk = Chunk(Position(digest, offset + len(block)), block.count(b"\n"))
+                tally_block(block, chunk.cells)
+                return chunk
+            offset = 0
+    return Chunk(at)
+
+
+def file_digest(file: BinaryIO) -> str | None:
+    line = first_line(file)
+    return None if line is None else hashlib.blake2b(line, digest_size=8).hexdigest()
+
+
+def _find(files: EventFileSet, digest: str) -> int | None:
+    """Index of the file whose first line has this digest, looking from the newest."""
+    for index in reversed(range(len(files))):
+        file = files.open(index)
+        if file is not None and file_digest(file) == digest:
+            return index
+    return None

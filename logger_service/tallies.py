@@ -1,0 +1,54 @@
+"""Usage tallies of event lines: each line counted into its cell (shared/usage.py)."""
+
+from __future__ import annotations
+
+from typing import Any, BinaryIO
+
+import orjson
+
+from logger_service.eventfiles import line_blocks
+from shared.events import EVENT_FIELDS
+from shared.usage import Cell, Tally, tally_records
+
+PROMPT_KEY = b',"prompt":'
+USAGE_KEY = b',"usage":'
+HEAD_FIELDS = frozenset(EVENT_FIELDS[: EVENT_FIELDS.index("prompt")])
+
+
+def tally_block(block: bytes, cells: dict[Cell, Tally]) -> None:
+    """Add every line of a block that is a JSON object to its cell."""
+    tally_records(filter(None, map(usage_fields, block.splitlines())), cells)
+
+
+def tally_file(file: BinaryIO) -> dict[Cell, Tally]:
+    cells: dict[Cell, Tally] = {}
+    for block in line_blocks(file):
+        tally_block(block, cells)
+    return cells
+
+
+def usage_fields(line: bytes) -> dict[str, Any] | None:
+    """What a tally reads from a line, without parsing its prompt and response when it can.
+
+    The logger writes the README fields first and in order, `usage` last of them: the counted
+    fields are in the short head before `,"prompt":` and in the tail from the top-level
+    `,"usage":`, while the prompt and response between them are most of the bytes. A cut at a
+    nested key leaves unbalanced braces, so both ends parse only when cut at the top level (a
+    string cannot hold the bare quotes); otherwise, or if the head lacks a field that comes
+    before the prompt (another writer's order), the whole line is parsed.
+    """
+    head, tail = line.find(PROMPT_KEY), line.rfind(USAGE_KEY)
+    if 0 <= head < tail:
+        try:
+            record = orjson.loads(line[:head] + b"}")
+            usage = orjson.loads(b"{" + line[tail + 1 :])
+        except orjson.JSONDecodeError:
+            record = None
+        if isinstance(record, dict) and record.keys() >= HEAD_FIELDS:
+            record["usage"] = usage["usage"]
+            return record
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None

@@ -1,0 +1,88 @@
+"""GET /admin/usage: requests, tokens, errors and latency from the logger's aggregates in Redis.
+
+Proxies never read the data files: the logger keeps the aggregates (logger_service/rollup.py),
+and this reads them in the layout of shared/usage_layout.py, the question itself being the same
+UsageQuery the command-line report answers from the files.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter
+from redis.asyncio import Redis
+
+from proxy_service.deps import AdminState
+from proxy_service.errors import InvalidRequest
+from shared.redis_names import USAGE_GROUPS, USAGE_WATERMARK
+from shared.usage import Cell, Tally
+from shared.usage_layout import bucket_key, cell_key, covering, decode_group, first_hour
+from shared.usage_query import UsageQuery, build_query
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+SNAPSHOT_ATTEMPTS = 3
+
+
+@router.get("/usage")
+async def usage(
+    state: AdminState,
+    since: str | None = None,
+    until: str | None = None,
+    group_by: str | None = None,
+    user_id: str | None = None,
+    key_id: str | None = None,
+    model: str | None = None,
+    client_app: str | None = None,
+) -> dict[str, Any]:
+    """since/until: ISO-8601, unix seconds or an age (`7d`); group_by: day, user, key, model,
+    client_app, or several joined by commas."""
+    filters = {"user_id": user_id, "key_id": key_id, "model": model, "client_app": client_app}
+    try:
+        query = build_query(
+            since=since,
+            until=until,
+            group_by=group_by,
+            filters=filters,
+            now_ms=time.time_ns() // 1_000_000,
+        )
+    except ValueError as error:
+        raise InvalidRequest(str(error)) from None
+    return query.report(query.fold(await read_cells(state.redis, query), Tally.add_fields))
+
+
+async def read_cells(redis: Redis, query: UsageQuery) -> list[tuple[Cell, dict[bytes, bytes]]]:
+    """The cells (their Tally fields) of every bucket covering the query's hours whose group
+    passes its filters.
+
+    Two transactions: which groups each bucket has, then their counters. If the logger counted
+    lines in between (the watermark moved), read again, so the answer adds up the lines before
+    one watermark. (HGETALLs in a MULTI cost Redis far less time than in a script.)"""
+    buckets = covering(query.first_hour, query.end_hour)
+    for _ in range(SNAPSHOT_ATTEMPTS):
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.get(USAGE_WATERMARK)
+            pipe.hgetall(USAGE_GROUPS)
+            for bucket in buckets:
+                pipe.smembers(bucket_key(bucket))
+            watermark, registry, *members = await pipe.execute()
+        groups = {gid.decode(): decode_group(raw) for gid, raw in registry.items()}
+        wanted = [
+            (bucket, gid, groups[gid])
+            for bucket, gids in zip(buckets, members, strict=True)
+            for gid in map(bytes.decode, gids)
+            if gid in groups and query.accepts(groups[gid])
+        ]
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.get(USAGE_WATERMARK)
+            for bucket, gid, _ in wanted:
+                pipe.hgetall(cell_key(bucket, gid))
+            still, *hashes = await pipe.execute()
+        if still == watermark:
+            break
+    return [
+        ((first_hour(bucket), group), fields)
+        for (bucket, _, group), fields in zip(wanted, hashes, strict=True)
+        if fields
+    ]

@@ -1,0 +1,93 @@
+"""Where the usage aggregates live in Redis: the logger writes this layout, the proxy reads it.
+
+Every cell is kept per hour and again per UTC day, so a month-long report reads ~30 buckets and
+only a range's ragged ends read hours:
+
+    b23:usage:hour:2024-05-01T13          set of the group ids with requests that hour
+    b23:usage:hour:2024-05-01T13:<gid>    hash of that group's Tally fields
+    b23:usage:day:2024-05-01              the same per day
+    b23:usage:day:2024-05-01:<gid>
+
+One small hash per bucket and group stays in Redis's compact encoding. USAGE_GROUPS maps a group
+id (a digest of the group) back to its dimensions. Pure.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+import orjson
+
+from shared.redis_names import USAGE_PREFIX
+from shared.usage import HOUR_MS, Cell, Group, Tally
+
+Bucket = tuple[str, int]
+"""("hour", hours since the epoch) or ("day", days since the epoch)."""
+HOURS = {"hour": 1, "day": 24}
+NAME_FORMATS = {"hour": "%Y-%m-%dT%H", "day": "%Y-%m-%d"}
+
+
+def buckets_of(hour: int) -> tuple[Bucket, Bucket]:
+    return ("hour", hour), ("day", hour // 24)
+
+
+def first_hour(bucket: Bucket) -> int:
+    kind, index = bucket
+    return index * HOURS[kind]
+
+
+def end_ms(bucket: Bucket) -> int:
+    kind, index = bucket
+    return (index + 1) * HOURS[kind] * HOUR_MS
+
+
+@functools.cache
+def bucket_key(bucket: Bucket) -> str:
+    kind, _ = bucket
+    moment = datetime.fromtimestamp(first_hour(bucket) * 3600, UTC)
+    return f"{USAGE_PREFIX}{kind}:{moment.strftime(NAME_FORMATS[kind])}"
+
+
+def cell_key(bucket: Bucket, gid: str) -> str:
+    return f"{bucket_key(bucket)}:{gid}"
+
+
+def encode_group(group: Group) -> bytes:
+    return orjson.dumps(group)
+
+
+def decode_group(raw: bytes | str) -> Group:
+    return tuple(orjson.loads(raw))
+
+
+def group_id(group: Group) -> str:
+    return hashlib.blake2b(encode_group(group), digest_size=8).hexdigest()
+
+
+def covering(first: int, end: int) -> list[Bucket]:
+    """The fewest buckets covering hours [first, end): whole days as days, the rest as hours."""
+    buckets: list[Bucket] = []
+    hour = first
+    while hour < end:
+        if hour % 24 == 0 and hour + 24 <= end:
+            buckets.append(("day", hour // 24))
+            hour += 24
+        else:
+            buckets.append(("hour", hour))
+            hour += 1
+    return buckets
+
+
+def by_bucket(cells: Mapping[Cell, Tally]) -> dict[tuple[Bucket, Group], Tally]:
+    """Each cell added to its hour bucket and to its day bucket."""
+    out: dict[tuple[Bucket, Group], Tally] = {}
+    for (hour, group), tally in cells.items():
+        for bucket in buckets_of(hour):
+            target = out.get((bucket, group))
+            if target is None:
+                target = out[(bucket, group)] = Tally()
+            target.add(tally)
+    return out
