@@ -274,7 +274,10 @@ def test_overhead_header_and_metrics(system: System):
         assert 0 < float(reply.headers["x-b23-overhead-ms"]) < 1000
         assert reply.headers["x-request-id"].startswith("req_")
     metrics = httpx.get(system.url + "/metrics").text
-    count = next(line for line in metrics.splitlines()
-                 if line.startswith('b23_proxy_overhead_seconds_count{protocol="openai_chat"}'))
+    count = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith('b23_proxy_overhead_seconds_count{protocol="openai_chat"}')
+    )
     assert float(count.split()[-1]) >= 2
     assert "b23_usage_events_dropped_total 0.0" in metrics
