@@ -7,6 +7,7 @@ Each is started with the very command the containers run (`uvicorn proxy_service
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -20,6 +21,15 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "test-admin-token-0123456789"
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGKILL when the test process dies, so no service outlives a
+    crashed or interrupted test run (a leftover logger on a reused Redis port would take that
+    Redis's events)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -39,7 +49,12 @@ class ManagedProcess:
     def start(self) -> ManagedProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            self.argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            self.argv,
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
         )
         log.close()
         return self

@@ -29,6 +29,8 @@ class System:
         self.proxies: list[ManagedProcess] = []
         self.proxy_urls: list[str] = []
         self.logger: ManagedProcess | None = None
+        """The logger started last; `loggers` holds every one started, so all get stopped."""
+        self.loggers: list[ManagedProcess] = []
         self._names = 0
 
     @property
@@ -50,6 +52,7 @@ class System:
     def start_logger(self, **extra: str) -> ManagedProcess:
         env = {**self.env, **extra}
         self.logger = logger_process(self._name("logger"), env, self.root).start()
+        self.loggers.append(self.logger)
         return self.logger
 
     def start_proxy(self, **extra: str) -> str:
@@ -63,9 +66,8 @@ class System:
         return url
 
     def stop(self) -> None:
-        for process in [*self.proxies, self.logger]:
-            if process is not None:
-                process.stop()
+        for process in [*self.proxies, *self.loggers]:
+            process.stop()
 
     def upsert(
         self, api_key: str, user_id: str, url: str | None = None, **fields
@@ -94,5 +96,5 @@ class System:
 
     def logs(self) -> str:
         with contextlib.suppress(Exception):
-            return "\n".join(p.log() for p in [*self.proxies, self.logger] if p is not None)
+            return "\n".join(p.log() for p in [*self.proxies, *self.loggers])
         return ""
