@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import orjson
+import redis
 
 from tests.processes import (
     ADMIN_TOKEN,
@@ -98,3 +100,19 @@ class System:
         with contextlib.suppress(Exception):
             return "\n".join(p.log() for p in [*self.proxies, *self.loggers])
         return ""
+
+
+@contextlib.contextmanager
+def running_system(
+    redis_url: str, upstream_url: str, root: Path, proxies: int = 1, **settings: str
+) -> Iterator[System]:
+    """A flushed Redis, one logger and `proxies` proxies, all stopped afterwards."""
+    redis.Redis.from_url(redis_url).flushdb()
+    system = System(redis_url, upstream_url, root, **settings)
+    try:
+        system.start_logger()
+        for _ in range(proxies):
+            system.start_proxy()
+        yield system
+    finally:
+        system.stop()

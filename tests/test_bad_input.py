@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.processes import ADMIN_TOKEN
-from tests.system import System
+from tests.system import System, running_system
 
 KEY = "bsk-bad-input-000001"
 CASES: Counter[str] = Counter()
@@ -37,21 +37,17 @@ def sent(method: str, path: str, generator: str = "") -> None:
 
 @pytest.fixture(scope="module")
 def system(redis_url: str, fake_upstream_url: str, tmp_path_factory) -> Iterator[System]:
-    import redis
-
-    redis.Redis.from_url(redis_url).flushdb()
-    system = System(
+    root = tmp_path_factory.mktemp("bad-input")
+    with running_system(
         redis_url,
         fake_upstream_url,
-        tmp_path_factory.mktemp("bad-input"),
+        root,
+        1,
         MAX_REQUEST_BYTES="65536",
         PERSIST_CONFIRM_TIMEOUT="0.5",
-    )
-    system.start_logger()
-    system.start_proxy()
-    assert system.upsert(KEY, "mallory").status_code == 200
-    yield system
-    system.stop()
+    ) as system:
+        assert system.upsert(KEY, "mallory").status_code == 200
+        yield system
 
 
 def assert_protocol_shape(path: str, reply: httpx.Response) -> None:

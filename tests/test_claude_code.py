@@ -37,7 +37,7 @@ import anthropic
 import pytest
 
 from tests.fake_upstream import TOOL_LOOP_DONE, TOOL_LOOP_FILE, TOOL_LOOP_MODEL, TOOL_LOOP_OTHER
-from tests.system import System
+from tests.system import System, running_system
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -135,20 +135,12 @@ def claude() -> list[str]:
 
 @pytest.fixture(scope="module")
 def system(redis_url: str, fake_upstream_url: str, tmp_path_factory) -> Iterator[System]:
-    import redis
-
-    redis.Redis.from_url(redis_url).flushdb()
-    system = System(
-        redis_url,
-        fake_upstream_url,
-        tmp_path_factory.mktemp("claude-code"),
-        MODEL_MAP=f"*={TOOL_LOOP_MODEL}",
-    )
-    system.start_logger()
-    system.start_proxy()
-    assert system.upsert(KEY, "claudia").status_code == 200
-    yield system
-    system.stop()
+    root = tmp_path_factory.mktemp("claude-code")
+    with running_system(
+        redis_url, fake_upstream_url, root, 1, MODEL_MAP=f"*={TOOL_LOOP_MODEL}"
+    ) as system:
+        assert system.upsert(KEY, "claudia").status_code == 200
+        yield system
 
 
 def claude_env(base_url: str, api_key: str, home: Path) -> dict[str, str]:

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from tests.processes import ADMIN_TOKEN
-from tests.system import System
+from tests.system import System, running_system
 
 ADMIN = {"x-admin-token": ADMIN_TOKEN}
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -19,15 +19,9 @@ BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
 @pytest.fixture(scope="module")
 def system(redis_url: str, fake_upstream_url: str, tmp_path_factory) -> Iterator[System]:
-    import redis
-
-    redis.Redis.from_url(redis_url).flushdb()
-    system = System(redis_url, fake_upstream_url, tmp_path_factory.mktemp("e2e-admin"))
-    system.start_logger()
-    system.start_proxy()
-    system.start_proxy()
-    yield system
-    system.stop()
+    root = tmp_path_factory.mktemp("e2e-admin")
+    with running_system(redis_url, fake_upstream_url, root, 2) as system:
+        yield system
 
 
 def admin(system: System, method: str, path: str, url: str | None = None, **kwargs):

@@ -11,7 +11,7 @@ import pytest
 
 from tests.fake_upstream import REPLY_TEXT, USAGE, chunk, completion
 from tests.processes import wait_until
-from tests.system import System
+from tests.system import System, running_system
 
 KEY = "bsk-anthropic-e2e-0001"
 CONTEXT_OVERFLOW = (
@@ -27,21 +27,17 @@ WEATHER_TOOL = {
 
 @pytest.fixture(scope="module")
 def system(redis_url: str, fake_upstream_url: str, tmp_path_factory) -> Iterator[System]:
-    import redis
-
-    redis.Redis.from_url(redis_url).flushdb()
-    system = System(
+    root = tmp_path_factory.mktemp("e2e-anthropic")
+    with running_system(
         redis_url,
         fake_upstream_url,
-        tmp_path_factory.mktemp("e2e-anthropic"),
+        root,
+        1,
         STREAM_PING_SECONDS="0.3",
         MODEL_MAP="*haiku*=small-model",
-    )
-    system.start_logger()
-    system.start_proxy()
-    assert system.upsert(KEY, "ursula").status_code == 200
-    yield system
-    system.stop()
+    ) as system:
+        assert system.upsert(KEY, "ursula").status_code == 200
+        yield system
 
 
 @pytest.fixture

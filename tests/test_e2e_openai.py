@@ -12,20 +12,14 @@ import pytest
 
 from tests.fake_upstream import REPLY_TEXT, USAGE
 from tests.processes import ADMIN_TOKEN, free_port
-from tests.system import System
+from tests.system import System, running_system
 
 
 @pytest.fixture(scope="module")
 def system(redis_url: str, fake_upstream_url: str, tmp_path_factory) -> Iterator[System]:
-    import redis
-
-    redis.Redis.from_url(redis_url).flushdb()
-    system = System(redis_url, fake_upstream_url, tmp_path_factory.mktemp("e2e-openai"))
-    system.start_logger()
-    system.start_proxy()
-    system.start_proxy()
-    yield system
-    system.stop()
+    root = tmp_path_factory.mktemp("e2e-openai")
+    with running_system(redis_url, fake_upstream_url, root, 2) as system:
+        yield system
 
 
 def sdk(url: str, key: str) -> openai.OpenAI:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.processes import ADMIN_TOKEN
-from tests.system import System
+from tests.system import System, running_system
 
 KEY = "bsk-security-test-0001"
 UPSTREAM_SECRET = "sk-upstream-secret-do-not-leak-42"
@@ -43,20 +43,12 @@ class Canary:
 
 @pytest.fixture(scope="module")
 def system(redis_url: str, fake_upstream_url: str, tmp_path_factory) -> Iterator[System]:
-    import redis
-
-    redis.Redis.from_url(redis_url).flushdb()
-    system = System(
-        redis_url,
-        fake_upstream_url,
-        tmp_path_factory.mktemp("security"),
-        UPSTREAM_API_KEY=UPSTREAM_SECRET,
-    )
-    system.start_logger()
-    system.start_proxy()
-    assert system.upsert(KEY, "sam").status_code == 200
-    yield system
-    system.stop()
+    root = tmp_path_factory.mktemp("security")
+    with running_system(
+        redis_url, fake_upstream_url, root, 1, UPSTREAM_API_KEY=UPSTREAM_SECRET
+    ) as system:
+        assert system.upsert(KEY, "sam").status_code == 200
+        yield system
 
 
 def test_client_cannot_choose_where_the_proxy_connects(system: System, fake_upstream):

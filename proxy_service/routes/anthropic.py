@@ -14,7 +14,8 @@ from starlette.background import BackgroundTask
 
 from proxy_service import openapi
 from proxy_service.auth import authenticate
-from proxy_service.bodies import logged_prompt, parse_json_object, read_body
+from proxy_service.bodies import parse_json_object, read_body
+from proxy_service.calls import start_call
 from proxy_service.convert import anthropic_request
 from proxy_service.convert.anthropic_errors import anthropic_error
 from proxy_service.convert.anthropic_request import ConvertedRequest, anthropic_to_openai_request
@@ -23,7 +24,7 @@ from proxy_service.convert.anthropic_stream import AnthropicStreamTranslator
 from proxy_service.convert.openai_usage import usage_record
 from proxy_service.convert.token_count import count_tokens
 from proxy_service.deps import proxy_state
-from proxy_service.errors import InvalidRequest, ProxyError, UpstreamFailure
+from proxy_service.errors import InvalidRequest, UpstreamFailure
 from proxy_service.metering import UsageMeter
 from proxy_service.state import ProxyState
 from proxy_service.upstream import UpstreamStream
@@ -40,15 +41,10 @@ def convert(state: ProxyState, body: dict[str, Any]) -> ConvertedRequest:
 
 @router.post("/v1/messages", openapi_extra=openapi.MESSAGES)
 async def messages(request: Request) -> Response:
-    state = proxy_state(request)
-    client_key, key = authenticate(request.headers, state.keys)
-    meter = UsageMeter(state, "anthropic_messages", key, request.headers)
-    raw, body = b"", None
-    try:
-        raw = await read_body(request, state.settings.max_request_bytes)
-        await state.limiter.admit(key)
-        body = parse_json_object(raw)
-        converted = convert(state, body)
+    call = await start_call(request, "anthropic_messages")
+    state, meter, raw, client_key = call.state, call.meter, call.raw, call.client_key
+    with call.failures_metered():
+        converted = convert(state, call.body)
         message_id = "msg_" + secrets.token_hex(12)
         upstream_body = orjson.dumps(converted.body)
         if converted.stream:
@@ -56,9 +52,6 @@ async def messages(request: Request) -> Response:
             meter.upstream_waited(stream.waited)
             return await _stream(state, meter, stream, orjson.Fragment(raw), converted, message_id)
         reply = await state.upstream.post(upstream_body, client_key)
-    except ProxyError as error:
-        meter.finish(status_code=error.status, error=error.message, prompt=logged_prompt(raw, body))
-        raise
     prompt = orjson.Fragment(raw)
     meter.upstream_waited(reply.waited)
     if reply.status >= 400:

@@ -10,12 +10,11 @@ from fastapi import APIRouter, Request, Response
 from starlette.background import BackgroundTask
 
 from proxy_service import openapi
-from proxy_service.auth import authenticate
-from proxy_service.bodies import logged_prompt, parse_json_object, read_body
+from proxy_service.bodies import logged_prompt
+from proxy_service.calls import start_call
 from proxy_service.convert.openai_stream import OpenAIStreamTap
 from proxy_service.convert.openai_usage import usage_record
-from proxy_service.deps import proxy_state
-from proxy_service.errors import ProxyError, UpstreamFailure, openai_error_body
+from proxy_service.errors import UpstreamFailure, openai_error_body
 from proxy_service.metering import UsageMeter
 from proxy_service.state import ProxyState
 from proxy_service.upstream import UpstreamReply, UpstreamStream
@@ -25,20 +24,12 @@ router = APIRouter(tags=["openai"])
 
 @router.post("/v1/chat/completions", openapi_extra=openapi.CHAT_COMPLETIONS)
 async def chat_completions(request: Request) -> Response:
-    state = proxy_state(request)
-    client_key, key = authenticate(request.headers, state.keys)
-    meter = UsageMeter(state, "openai_chat", key, request.headers)
-    raw, body = b"", None
-    try:
-        raw = await read_body(request, state.settings.max_request_bytes)
-        await state.limiter.admit(key)
-        body = parse_json_object(raw)
+    call = await start_call(request, "openai_chat")
+    state, meter, raw, body = call.state, call.meter, call.raw, call.body
+    with call.failures_metered():
         if body.get("stream") is True:
-            return await _stream(state, meter, client_key, raw, body)
-        reply = await state.upstream.post(raw, client_key)
-    except ProxyError as error:
-        meter.finish(status_code=error.status, error=error.message, prompt=logged_prompt(raw, body))
-        raise
+            return await _stream(state, meter, call.client_key, raw, body)
+        reply = await state.upstream.post(raw, call.client_key)
     meter.upstream_waited(reply.waited)
     headers = meter.response_headers()
     task = BackgroundTask(_meter_reply, meter, reply, logged_prompt(raw, body), body.get("model"))
