@@ -111,35 +111,37 @@ def paced_stream(parts: int, delay: float) -> dict:
     return {"sse": [chunk("m", {"content": f"t{i} "}) for i in range(parts)], "delay": delay}
 
 
-def test_sigterm_lets_inflight_streams_finish_then_exits_0(system: System, fake_upstream):
+def sigterm_during_streams(system: System, fake_upstream, grace: str, streams: list[dict]):
+    """A proxy of its own with SHUTDOWN_GRACE_SECONDS=grace gets SIGTERM once all `streams`
+    are in flight; returns its exit status and the clients' outcomes."""
     port = free_port()
-    env = {**system.env, "SHUTDOWN_GRACE_SECONDS": "10"}
-    proxy = proxy_process("proxy-draining", port, env, system.root).start()
+    env = {**system.env, "SHUTDOWN_GRACE_SECONDS": grace}
+    proxy = proxy_process(f"proxy-grace-{grace}", port, env, system.root).start()
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/readyz", proxy)
-    fake_upstream.script(*[paced_stream(10, 0.15) for _ in range(4)])
-    load = Background([url], KEY, 4, 20.0, model="paced", streams=(True,))
-    wait_until(lambda: fake_upstream.open_streams() == 4, 5, what="4 streams in flight")
+    fake_upstream.script(*streams)
+    load = Background([url], KEY, len(streams), 20.0, model="paced", streams=(True,))
+    wait_until(lambda: fake_upstream.open_streams() == len(streams), 5, what="streams in flight")
     proxy.signal(signal.SIGTERM)
     outcomes = load.join()
-    assert proxy.wait(15) == 0
+    return proxy.wait(15), outcomes
+
+
+def test_sigterm_lets_inflight_streams_finish_then_exits_0(system: System, fake_upstream):
+    status, outcomes = sigterm_during_streams(
+        system, fake_upstream, "10", [paced_stream(10, 0.15) for _ in range(4)]
+    )
+    assert status == 0
     assert [o.complete for o in outcomes] == [True] * 4
     events = assert_exactly_once(system, outcomes)
     assert all(e["error"] is None for e in events)
 
 
 def test_sigterm_grace_period_over_cuts_streams_and_records_it(system: System, fake_upstream):
-    port = free_port()
-    env = {**system.env, "SHUTDOWN_GRACE_SECONDS": "1"}
-    proxy = proxy_process("proxy-cut", port, env, system.root).start()
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/readyz", proxy)
-    fake_upstream.script(*[{**paced_stream(40, 0.1), "abort_after": None} for _ in range(2)])
-    load = Background([url], KEY, 2, 20.0, model="paced", streams=(True,))
-    wait_until(lambda: fake_upstream.open_streams() == 2, 5, what="2 streams in flight")
-    proxy.signal(signal.SIGTERM)
-    outcomes = load.join()
-    assert proxy.wait(15) == 0
+    status, outcomes = sigterm_during_streams(
+        system, fake_upstream, "1", [paced_stream(40, 0.1) for _ in range(2)]
+    )
+    assert status == 0
     assert not any(o.complete for o in outcomes)
     events = system.wait_events(2)
     assert all(e["status_code"] == 503 and "shutdown" in e["error"] for e in events)
