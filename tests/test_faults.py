@@ -88,6 +88,22 @@ def test_redis_down_10s_under_load(system: System, private_redis: RedisServer):
     wait_http(system.url + "/readyz", system.proxies[0])
 
 
+def test_redis_restart_empty_while_the_logger_is_down_loses_nothing(
+    system: System, private_redis: RedisServer
+):
+    """Events Redis took but lost before any logger wrote them are published again by the
+    proxies that sent them (they keep each event until the logger has deleted its entry)."""
+    system.logger.kill()
+    outcomes = run_load(system.proxy_urls, KEY, 40, 10.0, BOTH)
+    private_redis.stop()
+    private_redis.start()
+    system.start_logger()
+    wait_http(system.url + "/readyz", system.proxies[0])
+    outcomes += run_load(system.proxy_urls, KEY, 4, 2.0, BOTH)  # each replica flushes again
+    assert all(o.complete for o in outcomes)
+    assert_exactly_once(system, outcomes)
+
+
 def test_logger_sigkill_twice_under_load(system: System):
     load = Background(system.proxy_urls, KEY, 90, 10.0, BOTH)
     for _ in range(2):
