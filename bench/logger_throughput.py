@@ -1,0 +1,348 @@
+"""Logger throughput: usage events per second the real logger moves from the Redis stream into
+events.jsonl, truncation included (performance target: >= 20,000 events/s).
+
+    # drain: pre-fill the stream with N events, start the logger, time it until N lines are on disk
+    .venv/bin/python -m bench.logger_throughput --events 100000
+
+    # sustained: the logger runs while a producer publishes at a fixed rate
+    .venv/bin/python -m bench.logger_throughput --rate 20000 --duration 10
+
+Everything is private: a `redis-server` on a free port (`--save "" --appendonly no`), a DATA_DIR
+in a temporary directory, and `python -m logger_service` exactly as deployed. The logger and its
+Redis run under `taskset -c 1` (`--cpu`, like bench/project_target.sh's SIDE_CPU), this script on
+the other CPUs; `--no-pin` pins nothing.
+
+Events are published by the proxy's own EventPublisher (same stream, same field encoding), shaped
+like the proxy's: bench/load.py's modes in turn (by default OpenAI and Anthropic, streamed and
+not), with bench/load.py's request bodies as prompts and bench/fake_upstream.py's replies as
+responses or `response_stream`; every `--long-every`-th round is long (a 20 KB prompt, 200-delta
+streams), so truncation cuts strings and chunk lists. `--modes openai-nonstream --long-every 0`
+shows the pipeline's own ceiling (Redis, file, acknowledgements; nothing to truncate). The run
+checks that events.jsonl holds exactly one line per published event (no duplicates, none
+missing) and prints one line; `--json` prints the figures as JSON too.
+
+The drain rate counts from the first line on disk (the logger's start-up is shown apart);
+the sustained mode reports the rate at which lines reached the disk while the producer ran, and
+the backlog (published, not yet on disk) over time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from bench.fake_upstream import Bodies
+from bench.load import DEFAULT_MODES, MODES, payload
+from bench.runkit import LineTail, cpu_seconds, other_cpus, pin_self, pinned
+from proxy_service.publisher import EventPublisher
+from shared import redis_names
+from tests.processes import ManagedProcess, RedisServer, logger_process, service_env
+
+MODEL = "mock-model"
+UPSTREAM_ID = "chatcmpl-fake0123456789abcdef"
+USAGE = {"prompt_tokens": 120, "completion_tokens": 100, "total_tokens": 220, "cached_tokens": 0}
+LONG_PROMPT_CHARS = 20_000
+LONG_STREAM_DELTAS = 200
+FILLER = "Please review this module and explain each function, with examples of its use. "
+POLL_SECONDS = 0.01
+SAMPLE_SECONDS = 0.5
+TRUNCATED_MARKERS = (b"truncated, ", b"items omitted]")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One shape of event: what the proxy publishes for one mode, short or long."""
+
+    protocol: str
+    prompt: orjson.Fragment
+    response: Any
+    stream: str | None
+
+
+def kinds(modes: list[str], long: bool) -> list[Kind]:
+    """bench/load.py modes, in order, with the fake upstream's replies."""
+    bodies = Bodies(LONG_STREAM_DELTAS if long else 20)
+    shapes = []
+    for name in modes:
+        proto, stream = MODES[name]["proto"], MODES[name]["stream"]
+        body = orjson.loads(payload(proto, stream, MODEL))
+        if long:
+            text = (FILLER * (LONG_PROMPT_CHARS // len(FILLER) + 1))[:LONG_PROMPT_CHARS]
+            content = text if proto == "openai" else [{"type": "text", "text": text}]
+            body["messages"].append({"role": "user", "content": content})
+        if proto == "openai":
+            protocol, response = "openai_chat", orjson.Fragment(bodies.openai_json)
+            frames = bodies.openai_sse
+        else:
+            protocol, response = "anthropic_messages", orjson.loads(bodies.anthropic_json)
+            frames = bodies.anthropic_sse
+        sse = b"".join(frames).decode() if stream else None
+        prompt = orjson.Fragment(orjson.dumps(body))
+        shapes.append(Kind(protocol, prompt, None if stream else response, sse))
+    return shapes
+
+
+class EventMaker:
+    """Event i of the mix, as proxy_service/metering.py builds it."""
+
+    def __init__(self, modes: list[str], long_every: int) -> None:
+        self._short, self._long = kinds(modes, long=False), kinds(modes, long=True)
+        self._long_every = long_every
+
+    def __call__(self, index: int) -> dict[str, Any]:
+        round_, mode = divmod(index, len(self._short))
+        long = self._long_every > 0 and round_ % self._long_every == 0
+        kind = (self._long if long else self._short)[mode]
+        ended = time.time_ns() // 1_000_000
+        event = {
+            "request_id": f"req_{index:032x}",
+            "protocol": kind.protocol,
+            "client_app": "bench",
+            "user_id": "bench",
+            "key_id": "key_bench",
+            "upstream_id": UPSTREAM_ID,
+            "model": MODEL,
+            "started_at_ms": ended - 5,
+            "ended_at_ms": ended,
+            "latency_ms": 5,
+            "status_code": 200,
+            "error": None,
+            "prompt": kind.prompt,
+            "response": kind.response,
+            "usage": USAGE,
+        }
+        if kind.stream is not None:
+            event["response_stream"] = kind.stream
+        return event
+
+
+@dataclass
+class Result:
+    mode: str
+    events: int
+    lines: int
+    duplicates: int
+    missing: int
+    truncated_lines: int
+    events_per_s: float
+    """Drain: from the first line on disk to the last; sustained: lines on disk per second while
+    the producer ran."""
+    seconds: float
+    startup_s: float | None
+    offered_per_s: float | None
+    backlog_max: int | None
+    backlog_end: int | None
+    logger_cpu_pct: float
+    redis_cpu_pct: float
+    mb_per_s: float
+    pinned: bool
+
+    def line(self) -> str:
+        exact = self.lines == self.events and not self.duplicates and not self.missing
+        check = "OK" if exact else "FAILED"
+        text = (
+            f"logger {self.mode}: {self.events_per_s:,.0f} events/s ({self.mb_per_s:.1f} MB/s "
+            f"to disk) over {self.seconds:.2f}s; {self.lines:,}/{self.events:,} lines, "
+            f"{self.duplicates} duplicates, {self.missing} missing, {self.truncated_lines:,} "
+            f"truncated; logger CPU {self.logger_cpu_pct:.0f}%, Redis CPU "
+            f"{self.redis_cpu_pct:.0f}%"
+        )
+        if self.startup_s is not None:
+            text += f"; start-up {self.startup_s:.2f}s"
+        if self.offered_per_s is not None:
+            text += (
+                f"; offered {self.offered_per_s:,.0f}/s, backlog max {self.backlog_max:,} "
+                f"end {self.backlog_end:,}"
+            )
+        return f"{text} [{check}]"
+
+
+class Bench:
+    """A private Redis and logger; the events it published and the lines it has seen."""
+
+    def __init__(self, root: Path, cpu: str | None, redis_cpu: str | None) -> None:
+        self.redis_server = RedisServer(root)
+        self.redis_server.process.argv = pinned(self.redis_server.process.argv, redis_cpu)
+        data_dir = root / "data"
+        env = service_env(
+            self.redis_server.url,
+            "http://127.0.0.1:9/v1",
+            data_dir,
+            EVENTS_ROTATE_BYTES=str(1 << 40),
+            PYTHONDONTWRITEBYTECODE="1",
+        )
+        self.logger: ManagedProcess = logger_process("logger", env, root)
+        self.logger.argv = pinned(self.logger.argv, cpu)
+        self.events_path = data_dir / "events.jsonl"
+        self.tail = LineTail(self.events_path)
+        self.lines = 0
+        self.bytes = 0
+        self.published = 0
+
+    def poll(self) -> int:
+        """Lines on disk so far."""
+        for line in self.tail.new_lines():
+            self.lines += 1
+            self.bytes += len(line) + 1
+        return self.lines
+
+    async def wait_lines(self, count: int) -> None:
+        while self.poll() < count:
+            if not self.logger.alive():
+                raise SystemExit(f"logger exited:\n{self.logger.log()[-3000:]}")
+            await asyncio.sleep(POLL_SECONDS)
+
+    def check(self) -> tuple[int, int, int]:
+        """(duplicate request_ids, published ids missing, lines with a truncation marker)."""
+        ids: Counter[str] = Counter()
+        truncated = 0
+        for raw in self.events_path.read_bytes().splitlines():
+            ids[orjson.loads(raw)["request_id"]] += 1
+            truncated += any(marker in raw for marker in TRUNCATED_MARKERS)
+        expected = {f"req_{index:032x}" for index in range(self.published)}
+        duplicates = sum(n - 1 for n in ids.values())
+        return duplicates, len(expected - ids.keys()), truncated
+
+
+async def drain(bench: Bench, redis: Redis, make: EventMaker, count: int) -> dict[str, Any]:
+    """Pre-fill the stream, then time the logger from its start until every line is on disk."""
+    publisher = EventPublisher(redis, capacity=count)
+    for index in range(count):
+        publisher.publish(make(index))
+    await publisher.drain(timeout=600)
+    bench.published = publisher.published
+    started = time.perf_counter()
+    bench.logger.start()
+    cpu_redis0 = cpu_seconds(bench.redis_server.process.pid)
+    await bench.wait_lines(1)
+    first_at, first_lines, first_bytes = time.perf_counter(), bench.lines, bench.bytes
+    await bench.wait_lines(count)
+    ended = time.perf_counter()
+    logger_cpu = cpu_seconds(bench.logger.pid)
+    redis_cpu = cpu_seconds(bench.redis_server.process.pid) - cpu_redis0
+    seconds = max(ended - first_at, 1e-9)
+    return {
+        "mode": "drain",
+        "events_per_s": (count - first_lines) / seconds,
+        "mb_per_s": (bench.bytes - first_bytes) / seconds / 1e6,
+        "seconds": seconds,
+        "startup_s": first_at - started,
+        "logger_cpu_pct": 100 * logger_cpu / (ended - started),
+        "redis_cpu_pct": 100 * redis_cpu / (ended - started),
+    }
+
+
+async def sustained(
+    bench: Bench, redis: Redis, make: EventMaker, rate: float, duration: float
+) -> dict[str, Any]:
+    """Publish at `rate` for `duration` while the logger runs; sample the backlog."""
+    bench.logger.start()
+    while not await redis.exists(redis_names.LOGGER_HEARTBEAT):
+        await asyncio.sleep(POLL_SECONDS)
+    total = int(rate * duration)
+    publisher = EventPublisher(redis, capacity=total)
+    runner = asyncio.create_task(publisher.run())
+    loop = asyncio.get_running_loop()
+    cpu_logger0 = cpu_seconds(bench.logger.pid)
+    cpu_redis0 = cpu_seconds(bench.redis_server.process.pid)
+    lines0, bytes0 = bench.poll(), bench.bytes
+    started = loop.time()
+    next_sample, backlogs, made = started, [], 0
+    while made < total:
+        due = min(total, int((loop.time() - started) * rate))
+        for index in range(made, due):
+            publisher.publish(make(index))
+        made = due
+        if loop.time() >= next_sample:
+            backlogs.append(made - bench.poll())
+            next_sample += SAMPLE_SECONDS
+        await asyncio.sleep(0.001)
+    produced = loop.time() - started
+    lines, written = bench.poll() - lines0, bench.bytes - bytes0
+    logger_cpu = cpu_seconds(bench.logger.pid) - cpu_logger0
+    redis_cpu = cpu_seconds(bench.redis_server.process.pid) - cpu_redis0
+    backlog_end = total - bench.lines
+    while publisher.pending:
+        await asyncio.sleep(POLL_SECONDS)
+    runner.cancel()
+    bench.published = publisher.published
+    await bench.wait_lines(total)
+    return {
+        "mode": "sustained",
+        "events_per_s": lines / produced,
+        "mb_per_s": written / produced / 1e6,
+        "seconds": produced,
+        "offered_per_s": total / produced,
+        "backlog_max": max([*backlogs, backlog_end]),
+        "backlog_end": backlog_end,
+        "logger_cpu_pct": 100 * logger_cpu / produced,
+        "redis_cpu_pct": 100 * redis_cpu / produced,
+    }
+
+
+async def run(args: argparse.Namespace, root: Path) -> Result:
+    cpu = None if args.no_pin else args.cpu
+    bench = Bench(root, cpu, None if args.no_pin else (args.redis_cpu or args.cpu))
+    make = EventMaker(args.modes.split(","), args.long_every)
+    bench.redis_server.start()
+    redis = Redis.from_url(bench.redis_server.url)
+    try:
+        if args.rate:
+            figures = await sustained(bench, redis, make, args.rate, args.duration)
+        else:
+            figures = await drain(bench, redis, make, args.events)
+    finally:
+        bench.logger.stop()
+        await redis.aclose()
+        bench.redis_server.stop()
+    duplicates, missing, truncated = bench.check()
+    defaults = {"startup_s": None, "offered_per_s": None, "backlog_max": None, "backlog_end": None}
+    return Result(
+        **{**defaults, **figures},
+        events=bench.published,
+        lines=bench.lines,
+        duplicates=duplicates,
+        missing=missing,
+        truncated_lines=truncated,
+        pinned=cpu is not None,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=100_000, help="drain: events pre-filled")
+    parser.add_argument("--rate", type=float, default=0.0, help="sustained: events/s published")
+    parser.add_argument("--duration", type=float, default=10.0, help="sustained: seconds")
+    parser.add_argument("--modes", default=DEFAULT_MODES, help="bench/load.py modes, in turn")
+    parser.add_argument("--long-every", type=int, default=10, help="1 round in N is long; 0: none")
+    parser.add_argument("--cpu", default="1", help="CPU list for the logger (taskset -c)")
+    parser.add_argument("--redis-cpu", default="", help="CPU list for Redis (default: --cpu)")
+    parser.add_argument("--no-pin", action="store_true", help="pin nothing")
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    args = parser.parse_args()
+    if not args.no_pin:
+        pin_self(other_cpus(args.cpu))
+    with tempfile.TemporaryDirectory(prefix="b23-logger-bench.") as root:
+        result = asyncio.run(run(args, Path(root)))
+    print(result.line())
+    if args.json:
+        print(json.dumps(asdict(result)))
+    if result.lines != result.events or result.duplicates or result.missing:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
