@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 
 from proxy_service.convert.anthropic_request import ConversionOptions
 from proxy_service.convert.model_map import ModelMap
-from proxy_service.errors import ProxyError, render_error
+from proxy_service.errors import ProxyError, error_response
 from proxy_service.keystore import KeyStore
 from proxy_service.keywriter import KeyWriter
 from proxy_service.limits import Limiter
@@ -31,11 +31,6 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 SHUTDOWN_DRAIN_SECONDS = 5.0
-
-
-def protocol_of(request: Request) -> str:
-    """Errors on Anthropic routes use Anthropic's shape; all others OpenAI's."""
-    return "anthropic" if request.url.path.startswith("/v1/messages") else "openai"
 
 
 def conversion_options(settings: Settings) -> ConversionOptions:
@@ -98,32 +93,23 @@ def create_app(settings: Settings) -> FastAPI:
 def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves in the route's protocol shape; never a traceback or `{"detail"}`."""
 
-    @app.exception_handler(ProxyError)
-    async def proxy_error(request: Request, error: ProxyError) -> Response:
-        return render_error(error, protocol_of(request))
-
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, error: RequestValidationError) -> Response:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in issue['loc'][1:]) or 'body'}: {issue['msg']}"
             for issue in error.errors()
         )
-        return render_error(ProxyError.with_status(400, problems), protocol_of(request))
-
-    @app.exception_handler(RedisError)
-    async def redis_unavailable(request: Request, error: RedisError) -> Response:
-        unavailable = ProxyError.with_status(503, "key store unavailable (Redis); retry shortly")
-        return render_error(unavailable, protocol_of(request))
+        return error_response(ProxyError.with_status(400, problems), request.url.path)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:
-        return render_error(
-            ProxyError.with_status(error.status_code, str(error.detail)), protocol_of(request)
-        )
+        proxy_error = ProxyError.with_status(error.status_code, str(error.detail))
+        return error_response(proxy_error, request.url.path)
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, error: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return render_error(
-            ProxyError.with_status(500, "internal proxy error"), protocol_of(request)
-        )
+    async def rendered(request: Request, error: Exception) -> Response:
+        return error_response(error, request.url.path)
+
+    # Registered one by one: Starlette handles these classes without re-raising, but an
+    # `Exception` handler runs in ServerErrorMiddleware, which re-raises (logging a traceback).
+    for handled in (ProxyError, RedisError, Exception):
+        app.add_exception_handler(handled, rendered)

@@ -11,10 +11,15 @@ ProxyError                  status + message, rendered per protocol
 
 from __future__ import annotations
 
+import logging
+
 import orjson
 from fastapi.responses import Response
+from redis.exceptions import RedisError
 
 from proxy_service.convert.anthropic_errors import error_body, status_error_type
+
+log = logging.getLogger(__name__)
 
 OPENAI_ERROR_TYPES = {
     400: "invalid_request_error",
@@ -104,3 +109,21 @@ def render_error(error: ProxyError, protocol: str) -> Response:
         else openai_error_body(error.status, error.message, error.code)
     )
     return Response(body, error.status, headers=error.headers, media_type="application/json")
+
+
+def protocol_of(path: str) -> str:
+    """Errors on Anthropic routes use Anthropic's shape; all others OpenAI's."""
+    return "anthropic" if path.startswith("/v1/messages") else "openai"
+
+
+def error_response(error: Exception, path: str) -> Response:
+    """Any exception a route let out, as the client should see it: a ProxyError as itself,
+    Redis trouble as 503, anything else as a logged 500 (never a traceback)."""
+    if isinstance(error, ProxyError):
+        proxy_error = error
+    elif isinstance(error, RedisError):
+        proxy_error = ProxyError.with_status(503, "key store unavailable (Redis); retry shortly")
+    else:
+        log.error("unhandled error on %s", path, exc_info=error)
+        proxy_error = ProxyError.with_status(500, "internal proxy error")
+    return render_error(proxy_error, protocol_of(path))

@@ -7,9 +7,8 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from fastapi.responses import StreamingResponse
-
 from proxy_service.state import ProxyState
+from proxy_service.streaming import RelayResponse
 from shared.events import Protocol
 from shared.keys import KeyRecord
 
@@ -92,10 +91,10 @@ class UsageMeter:
     def upstream_waited(self, seconds: float) -> None:
         self._upstream_wait += seconds
 
-    def sse_response(self, frames: AsyncIterator[bytes], status: int = 200) -> StreamingResponse:
+    def sse_response(self, frames: AsyncIterator[bytes], status: int = 200) -> RelayResponse:
         """A streamed answer: never cached or buffered by proxies in front of us."""
         headers = {**SSE_HEADERS, **self.response_headers()}
-        return StreamingResponse(frames, status, headers, media_type="text/event-stream")
+        return RelayResponse(frames, status, headers, media_type="text/event-stream")
 
     def response_headers(self) -> dict[str, str]:
         """x-request-id and x-b23-overhead-ms (time in the proxy so far, upstream wait

@@ -176,3 +176,4 @@ def test_client_disconnect_cancels_the_upstream_and_is_recorded(system: System, 
     wait_until(lambda: fake_upstream.open_streams() == 0, 3, what="upstream stream cancelled")
     [event] = system.wait_events(1)
     assert event["status_code"] == 499 and "disconnected" in event["error"]
+    assert "Traceback" not in system.logs()  # a client leaving is not a server error
