@@ -5,9 +5,11 @@ spends about 1 ms of CPU per request, the aiohttp transport about a third of tha
 bench/README.md). Requests are httpx `Request` objects built from a URL parsed once and sent
 through the client's transport (httpx's `AsyncBaseTransport` interface): the client's per-request
 cookie jar, auth and redirect handling cost about a fifth of the proxy's CPU, and a gateway must
-not apply them anyway (an upstream cookie would otherwise follow one user's request into the
-next user's). Transport errors are translated here into `UpstreamFailure`, so routes never see
-httpx or aiohttp exceptions.
+not apply them anyway. Replies are read from the transport's raw byte stream (we ask for no
+content encoding, so there is nothing to decode). The transport's aiohttp session is ours, with
+no cookie jar: an upstream's cookie would otherwise follow one user's request into the next
+user's. Transport errors are translated here into `UpstreamFailure`, so routes never see httpx or
+aiohttp exceptions.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_ERROR_BODY_BYTES = 1 << 20
+MAX_CONNECTIONS = 1000
+KEEPALIVE_SECONDS = 5.0
 
 
 def describe_transport_error(error: BaseException) -> UpstreamFailure:
@@ -74,7 +78,7 @@ class UpstreamStream:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         with translated_errors():
-            async for chunk in self._response.aiter_raw():
+            async for chunk in self._response.stream:
                 yield chunk
 
     async def read_error_body(self) -> bytes:
@@ -101,8 +105,16 @@ class Upstream:
     """POSTs chat completion bodies to `{UPSTREAM_BASE_URL}/chat/completions`."""
 
     def __init__(self, settings: Settings) -> None:
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
-        self._transport = AiohttpTransport(limits=limits, trust_env=False)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=MAX_CONNECTIONS,
+                keepalive_timeout=KEEPALIVE_SECONDS,
+                ssl=httpx.create_ssl_context(trust_env=False),
+            ),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+        )
+        self._transport = AiohttpTransport(client=session)
         self._client = httpx.AsyncClient(transport=self._transport, trust_env=False)
         """The process's one client: it owns the transport and closes it."""
         self._url = httpx.URL(settings.upstream_base_url + "/chat/completions")
@@ -149,7 +161,7 @@ class Upstream:
         with translated_errors():
             response = await self._transport.handle_async_request(self._request(body, client_key))
             try:
-                content = await response.aread()
+                content = b"".join([chunk async for chunk in response.stream])
             finally:
                 await response.aclose()
         self._check_credentials(response.status_code)

@@ -123,3 +123,23 @@ def test_data_files_are_owner_only_and_hold_no_secrets(system: System):
     written = system.keys_path.read_text() + system.events_path.read_text() + system.logs()
     for secret in (KEY, ADMIN_TOKEN, UPSTREAM_SECRET):
         assert secret not in written
+
+
+def test_upstream_cookies_never_follow_one_request_into_the_next(
+    redis_url: str, fake_upstream_url: str, fake_upstream, tmp_path
+):
+    """A shared upstream client must not keep a cookie jar: an upstream's Set-Cookie for one
+    user would otherwise ride along on every later user's request. (By a host name: cookie
+    jars ignore cookies from bare IP addresses.)"""
+    by_name = fake_upstream_url.replace("127.0.0.1", "localhost")
+    with running_system(redis_url, by_name, tmp_path, 1) as system:
+        assert system.upsert(KEY, "sam").status_code == 200
+        ok = {"id": "c1", "choices": [], "usage": {}}
+        fake_upstream.script({"json": ok, "headers": {"set-cookie": "session=alice; Path=/"}})
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        for _ in range(2):
+            headers = {"x-api-key": KEY}
+            reply = httpx.post(system.url + "/v1/chat/completions", json=body, headers=headers)
+            assert reply.status_code == 200
+    cookies = [request["headers"].get("cookie") for request in fake_upstream.received()]
+    assert cookies == [None, None]
