@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from proxy_service.ids import random_hex
 from proxy_service.state import ProxyState
 from proxy_service.streaming import RelayResponse
 from shared.events import Protocol
@@ -77,7 +77,7 @@ class UsageMeter:
         self._finished = False
         self.started_at_ms = now_ms()
         self.base: dict[str, Any] = {
-            "request_id": "req_" + secrets.token_hex(16),
+            "request_id": "req_" + random_hex(16),
             "protocol": protocol,
             "client_app": client_app_from(headers),
             "user_id": key.user_id,

@@ -8,7 +8,6 @@ raises on odd upstream JSON: a missing choice or a null message still yields a v
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Iterator
 
@@ -17,6 +16,7 @@ import orjson
 
 from proxy_service.convert.anthropic_request import ConvertedRequest
 from proxy_service.convert.token_count import estimate_json, estimate_text
+from proxy_service.ids import random_hex
 
 _TOOL_ID = re.compile(r"[A-Za-z0-9_-]+")
 _STOP_REASONS = {"length": "max_tokens", "content_filter": "refusal"}
@@ -58,7 +58,7 @@ def tool_use_id(raw: object) -> str:
     """The upstream id when Anthropic's pattern allows it (Kimi's `functions.X:0` does not)."""
     if isinstance(raw, str) and _TOOL_ID.fullmatch(raw):
         return raw
-    return "toolu_" + os.urandom(12).hex()
+    return "toolu_" + random_hex(12)
 
 
 def tool_input(arguments: object) -> dict:
