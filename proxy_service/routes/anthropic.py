@@ -4,7 +4,6 @@ routes Claude Code probes."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,6 +24,7 @@ from proxy_service.convert.openai_usage import usage_record
 from proxy_service.convert.token_count import count_tokens
 from proxy_service.deps import proxy_state
 from proxy_service.errors import InvalidRequest, UpstreamFailure
+from proxy_service.ids import random_hex
 from proxy_service.metering import UsageMeter
 from proxy_service.state import ProxyState
 from proxy_service.upstream import UpstreamStream
@@ -45,7 +45,7 @@ async def messages(request: Request) -> Response:
     state, meter, raw, client_key = call.state, call.meter, call.raw, call.client_key
     with call.failures_metered():
         converted = convert(state, call.body)
-        message_id = "msg_" + secrets.token_hex(12)
+        message_id = "msg_" + random_hex(12)
         upstream_body = orjson.dumps(converted.body)
         if converted.stream:
             stream = await state.upstream.open_stream(upstream_body, client_key)
@@ -131,14 +131,14 @@ async def _relay(
     every byte the client received."""
     sent: list[bytes] = []
     status = 200
-    reader = _Reader(upstream)
+    reader = _Reader(upstream, state.settings.stream_ping_seconds)
     try:
         try:
             start = b"".join(translator.start())  # at once, before the upstream says anything
             sent.append(start)
             yield start
             frames: list[bytes] = []
-            async for chunk in reader.chunks(state.settings.stream_ping_seconds):
+            async for chunk in reader.chunks():
                 frames += translator.feed(chunk) if chunk is not None else [translator.ping()]
                 if frames:  # one write per upstream chunk, however many frames it made
                     out = b"".join(frames)
@@ -168,44 +168,53 @@ async def _relay(
         )
 
 
-class _Reader:
-    """Reads the upstream in its own task so the relay can wait with a timeout (for pings)
-    without cancelling a read half way."""
+_END = object()
 
-    def __init__(self, upstream: UpstreamStream) -> None:
+
+class _Reader:
+    """Reads the upstream in its own task, so the relay can send pings while the upstream is
+    silent without cancelling a read half way. A timer re-armed from the last chunk notices
+    the silence: a timeout around every read cost several % of a stream's CPU."""
+
+    def __init__(self, upstream: UpstreamStream, idle: float) -> None:
         self._upstream = upstream
-        self._queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
-        self._task = asyncio.get_running_loop().create_task(self._pump())
+        self._idle = idle
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._last_activity = self._loop.time()
+        self._task = self._loop.create_task(self._pump())
+        self._timer = self._loop.call_later(idle, self._on_timer)
 
     async def _pump(self) -> None:
         try:
             async for chunk in self._upstream.chunks():
+                self._last_activity = self._loop.time()
                 self._queue.put_nowait(chunk)
-            self._queue.put_nowait(None)
+            self._queue.put_nowait(_END)
         except Exception as error:  # handed to the relay, which decides what the client sees
             self._queue.put_nowait(error)
 
-    async def chunks(self, idle: float) -> AsyncIterator[bytes | None]:
-        """Upstream chunks; None after `idle` seconds of silence; raises the reader's error."""
-        queue = self._queue
+    def _on_timer(self) -> None:
+        now = self._loop.time()
+        if now - self._last_activity >= self._idle:
+            self._queue.put_nowait(None)
+            self._last_activity = now
+        self._timer = self._loop.call_at(self._last_activity + self._idle, self._on_timer)
+
+    async def chunks(self) -> AsyncIterator[bytes | None]:
+        """Upstream chunks; None after every `idle` seconds of silence; raises the reader's
+        error."""
         while True:
-            if queue.empty():
-                try:
-                    async with asyncio.timeout(idle):
-                        item = await queue.get()
-                except TimeoutError:
-                    yield None
-                    continue
-            else:
-                item = queue.get_nowait()
-            if item is None:
+            item = await self._queue.get()
+            if item is _END:
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            yield item  # type: ignore[misc]
 
     async def close(self) -> None:
         """Stop reading (the task ends on its own) and free the upstream connection."""
+        self._timer.cancel()
         self._task.cancel()
         await self._upstream.aclose()
 
