@@ -6,6 +6,7 @@ lists keep their first and last items with a marker item in between. Pure functi
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -13,6 +14,8 @@ import orjson
 MIN_KEPT_CHARS = 32
 KEPT_LIST_ENDS = 2
 MARKER_LENGTH = len("…[truncated, 1000000 chars]")
+SHORTEST_CUT = MIN_KEPT_CHARS + MARKER_LENGTH
+"""Strings this long or shorter are never cut, whatever the limit."""
 
 
 def truncation_marker(original_length: int) -> str:
@@ -20,22 +23,17 @@ def truncation_marker(original_length: int) -> str:
 
 
 def fit(value: Any, budget: int) -> Any:
-    """`value` cut until it serialises to about `budget` characters at most."""
+    """`value` cut until it serialises to about `budget` characters at most: long strings
+    first, then the longest lists, one at a time."""
     size = _size(value)
     if size <= budget:
         return value
-    lengths = _string_lengths(value)
-    limit = _largest_fitting_limit(lengths, size, budget)
-    while True:
-        cut = _cut_strings(value, limit)
-        if _size(cut) <= budget or limit == MIN_KEPT_CHARS:
-            break
-        limit = max(MIN_KEPT_CHARS, limit // 2)
-    while _size(cut) > budget:
-        shorter = _cut_longest_list(cut)
-        if shorter is None:
-            break
-        cut = shorter
+    lengths, longest = _survey(value)
+    cut, size = _cut_strings_to_fit(value, lengths, size, budget)
+    while size > budget and longest is not None:
+        cut = _replace_at(cut, longest[1], _shorten_list)
+        size = _size(cut)
+        longest = _longest_list(cut) if size > budget else None
     return cut
 
 
@@ -43,14 +41,48 @@ def _size(value: Any) -> int:
     return len(orjson.dumps(value))
 
 
-def _string_lengths(value: Any) -> list[int]:
-    if isinstance(value, str):
-        return [len(value)]
-    if isinstance(value, dict):
-        return [n for item in value.values() for n in _string_lengths(item)]
-    if isinstance(value, list):
-        return [n for item in value for n in _string_lengths(item)]
-    return []
+def _survey(value: Any) -> tuple[list[int], tuple[int, tuple] | None]:
+    """One walk for all `fit` needs to know: the lengths of the strings a limit could cut (no
+    estimate counts the others), and the (length, path) of the longest list worth shortening,
+    the first one in document order among equals. Cutting strings leaves every list as it was."""
+    lengths: list[int] = []
+    lists: list[tuple[int, tuple]] = []
+
+    def visit(node: dict | list, path: tuple) -> None:
+        if isinstance(node, dict):
+            children: Any = node.items()
+        else:
+            if len(node) > 2 * KEPT_LIST_ENDS + 1:
+                lists.append((len(node), path))
+            children = enumerate(node)
+        for key, item in children:
+            if isinstance(item, str):
+                if len(item) > SHORTEST_CUT:
+                    lengths.append(len(item))
+            elif isinstance(item, dict | list):
+                visit(item, (*path, key))
+
+    if isinstance(value, str) and len(value) > SHORTEST_CUT:
+        lengths.append(len(value))
+    elif isinstance(value, dict | list):
+        visit(value, ())
+    return lengths, max(lists, key=itemgetter(0), default=None)
+
+
+def _cut_strings_to_fit(value: Any, lengths: list[int], size: int, budget: int) -> tuple[Any, int]:
+    """(value, serialised size) with long strings cut: at the largest limit the size estimate
+    allows, halved down to MIN_KEPT_CHARS while that is still too big. A limit that cuts no
+    string leaves the value as it is, without copying it."""
+    limit = _largest_fitting_limit(lengths, size, budget)
+    longest_string = max(lengths, default=0)
+    while True:
+        cut, cut_size = value, size
+        if longest_string > limit + MARKER_LENGTH:
+            cut = _cut_strings(value, limit)
+            cut_size = _size(cut)
+        if cut_size <= budget or limit == MIN_KEPT_CHARS:
+            return cut, cut_size
+        limit = max(MIN_KEPT_CHARS, limit // 2)
 
 
 def _estimated_size(lengths: list[int], size: int, limit: int) -> int:
@@ -80,12 +112,6 @@ def _cut_strings(value: Any, limit: int) -> Any:
     if isinstance(value, list):
         return [_cut_strings(item, limit) for item in value]
     return value
-
-
-def _cut_longest_list(value: Any) -> Any | None:
-    """`value` with its longest list cut to its ends plus a marker; None if none is cuttable."""
-    found = _longest_list(value)
-    return None if found is None else _replace_at(value, found[1], _shorten_list)
 
 
 def _longest_list(value: Any, path: tuple = ()) -> tuple[int, tuple] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 
+from logger_service import truncate
 from logger_service.truncate import fit, truncate_record
 
 BUDGET = 2000
@@ -94,3 +95,14 @@ def test_non_ascii_text_and_plain_strings():
     text = "日本語のテキスト" * 2000
     out = fit(text, BUDGET)
     assert size(out) <= BUDGET and out.startswith("日本語") and "truncated" in out
+
+
+def test_a_list_of_short_strings_goes_straight_to_list_cutting(monkeypatch):
+    """Stream chunks hold no string a cut could shorten: `fit` neither copies them at each
+    string limit nor walks them once per rule (what made the logger slow on streams)."""
+    calls = []
+    monkeypatch.setattr(truncate, "_cut_strings", lambda *args: calls.append(args))
+    chunks = [{"choices": [{"delta": {"content": f"word {i} "}}]} for i in range(50)]
+    out = fit(chunks, 500)
+    assert out == [*chunks[:2], "…[46 items omitted]", *chunks[-2:]]
+    assert not calls
