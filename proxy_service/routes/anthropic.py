@@ -69,23 +69,17 @@ async def messages(request: Request) -> Response:
             response=reply.body[:4096].decode("utf-8", "replace"),
         )
         raise error
-    message = openai_to_anthropic_message(answer, converted, message_id)
+    message = orjson.dumps(openai_to_anthropic_message(answer, converted, message_id))
     task = BackgroundTask(
         meter.finish_async,
         status_code=200,
         upstream_id=answer.get("id") or reply.request_id,
         model=answer.get("model") or converted.upstream_model,
         prompt=prompt,
-        response=message,
+        response=orjson.Fragment(message),  # serialised once, for the client and the record
         usage=usage_record(answer.get("usage")),
     )
-    return Response(
-        orjson.dumps(message),
-        200,
-        meter.response_headers(),
-        "application/json",
-        background=task,
-    )
+    return Response(message, 200, meter.response_headers(), "application/json", background=task)
 
 
 def _error_reply(
