@@ -20,17 +20,40 @@ def stream_response(raw: str, protocol: str) -> dict[str, Any]:
 
 
 def _chunks(raw: str) -> list[Any]:
-    decoder = SSEDecoder()
-    events = [*decoder.feed(raw.encode()), *decoder.flush()]
     chunks = []
-    for event in events:
-        if event.data == b"[DONE]":
+    for data in event_data(raw.encode()):
+        if data == b"[DONE]":
             continue
         try:
-            chunks.append(orjson.loads(event.data))
+            chunks.append(orjson.loads(data))
         except orjson.JSONDecodeError:
-            chunks.append(event.data.decode("utf-8", "replace"))
+            chunks.append(data.decode("utf-8", "replace"))
     return chunks
+
+
+def event_data(raw: bytes) -> list[bytes]:
+    """The data of each event of a whole stream, as SSEDecoder dispatches them when fed all of it
+    and flushed, a few times faster: without a CR, events end exactly at the blank lines, so they
+    are split apart in C and the usual frames (`data: ...`, or `event: ...` then `data: ...`)
+    read without walking their lines. Event names are not needed here."""
+    if b"\r" in raw:
+        decoder = SSEDecoder()
+        return [event.data for event in (*decoder.feed(raw), *decoder.flush())]
+    found = []
+    for block in raw.split(b"\n\n"):
+        if block.startswith(b"event: "):
+            block = block.partition(b"\n")[2]
+        if block.startswith(b"data: ") and b"\n" not in block:
+            found.append(block[6:])
+            continue
+        values = [
+            value
+            for name, _, value in (line.partition(b":") for line in block.split(b"\n"))
+            if name == b"data"
+        ]
+        if values:
+            found.append(b"\n".join(v[1:] if v.startswith(b" ") else v for v in values))
+    return found
 
 
 def assemble_openai(chunks: list[Any]) -> dict[str, Any]:

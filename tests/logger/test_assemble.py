@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from logger_service.assemble import stream_response
+from logger_service.assemble import event_data, stream_response
+from shared.sse import SSEDecoder
+
+SSE_PIECES = (b"data", b"data: ", b"event: e\n", b":", b" ", b"\n", b"\n\n", b"\r", b"x", b"{}")
 
 
 def sse(*payloads) -> str:
@@ -111,3 +116,11 @@ def test_anthropic_stream_assembles_the_message_the_client_saw():
         {"type": "text", "text": "Hi"},
         {"type": "tool_use", "id": "t1", "name": "f", "input": {"q": "x"}},
     ]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(SSE_PIECES), max_size=40))
+def test_event_data_is_what_the_sse_decoder_dispatches(pieces):
+    raw = b"".join(pieces)
+    decoder = SSEDecoder()
+    assert event_data(raw) == [event.data for event in (*decoder.feed(raw), *decoder.flush())]
