@@ -1,7 +1,8 @@
 """Truncation of prompt and response, so records stay small, valid JSON with visible structure.
 
 Long strings are cut with a marker giving their original length; if that is not enough, long
-lists keep their first and last items with a marker item in between. Pure functions.
+lists keep their first and last items with a marker item in between. Pure functions of JSON as
+orjson parses it: the walks test exact types (dict, list, str), which is what keeps them fast.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def fit(value: Any, budget: int) -> Any:
     while size > budget and longest is not None:
         cut = _replace_at(cut, longest[1], _shorten_list)
         size = _size(cut)
-        longest = _longest_list(cut) if size > budget else None
+        longest = _survey(cut)[1] if size > budget else None
     return cut
 
 
@@ -49,22 +50,24 @@ def _survey(value: Any) -> tuple[list[int], tuple[int, tuple] | None]:
     lists: list[tuple[int, tuple]] = []
 
     def visit(node: dict | list, path: tuple) -> None:
-        if isinstance(node, dict):
+        if type(node) is dict:
             children: Any = node.items()
         else:
             if len(node) > 2 * KEPT_LIST_ENDS + 1:
                 lists.append((len(node), path))
             children = enumerate(node)
         for key, item in children:
-            if isinstance(item, str):
+            kind = type(item)
+            if kind is str:
                 if len(item) > SHORTEST_CUT:
                     lengths.append(len(item))
-            elif isinstance(item, dict | list):
+            elif kind is dict or kind is list:
                 visit(item, (*path, key))
 
-    if isinstance(value, str) and len(value) > SHORTEST_CUT:
+    kind = type(value)
+    if kind is str and len(value) > SHORTEST_CUT:
         lengths.append(len(value))
-    elif isinstance(value, dict | list):
+    elif kind is dict or kind is list:
         visit(value, ())
     return lengths, max(lists, key=itemgetter(0), default=None)
 
@@ -103,33 +106,16 @@ def _largest_fitting_limit(lengths: list[int], size: int, budget: int) -> int:
 
 
 def _cut_strings(value: Any, limit: int) -> Any:
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         if len(value) <= limit + MARKER_LENGTH:
             return value
         return value[:limit] + truncation_marker(len(value))
-    if isinstance(value, dict):
+    if kind is dict:
         return {key: _cut_strings(item, limit) for key, item in value.items()}
-    if isinstance(value, list):
+    if kind is list:
         return [_cut_strings(item, limit) for item in value]
     return value
-
-
-def _longest_list(value: Any, path: tuple = ()) -> tuple[int, tuple] | None:
-    """(length, path) of the longest list worth shortening inside `value`."""
-    best = None
-    if isinstance(value, list):
-        if len(value) > 2 * KEPT_LIST_ENDS + 1:
-            best = (len(value), path)
-        children = enumerate(value)
-    elif isinstance(value, dict):
-        children = iter(value.items())
-    else:
-        return None
-    for key, item in children:
-        found = _longest_list(item, (*path, key))
-        if found is not None and (best is None or found[0] > best[0]):
-            best = found
-    return best
 
 
 def _replace_at(value: Any, path: tuple, change: Any) -> Any:
