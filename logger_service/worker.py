@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
 BLOCK_MS = 200
+GATHER_SECONDS = 0.02
+"""After a batch short of BATCH_SIZE (the logger is keeping up), let the next events gather this
+long: a trickle read as it comes costs a read, an fsync, an acknowledgement and a rollup for every
+few events (half a core at 1,000 events/s), for a delay to disk that stays far under a second."""
 CLAIM_IDLE_MS = 30_000
 CLAIM_EVERY_SECONDS = 10.0
 HEARTBEAT_TTL_SECONDS = 10
@@ -137,7 +141,8 @@ class UsageLogger:
             if time.monotonic() >= next_claim:
                 await self._claim_abandoned()
                 next_claim = time.monotonic() + CLAIM_EVERY_SECONDS
-            await self._read_batch(">")
+            if await self._read_batch(">") < BATCH_SIZE:
+                await asyncio.sleep(GATHER_SECONDS)
 
     async def _read_batch(self, start: str) -> int:
         reply = await self._redis.xreadgroup(
