@@ -4,13 +4,13 @@ target: p99 <= 1 s at 1,000 req/s).
     .venv/bin/python -m bench.disk_delay --rate 1000 --duration 20
 
 Runs the real system as the shared rig does: bench/fake_upstream.py, and bench/project_target.sh
-(a private Redis and the logger, then the proxy). On a machine with two or more CPUs the proxy is
-pinned to CPU 0 (`--proxy-cpu`) and everything else, this script included, to CPU 1
-(`--side-cpu`); `--no-pin` pins nothing. The load is bench/load.py's open-loop generator, one per
-mode at an equal share of `--rate` (by default OpenAI and Anthropic, streamed and not). A separate
-process polls events.jsonl every `--poll-ms` and records, for each new line, the time it saw the
-line minus the line's `ended_at_ms` (the proxy's clock when the response ended; same machine, same
-clock). The line is in the file then, and fsynced before the logger acknowledges it.
+(a private Redis, the logger and the proxy). The proxy is pinned to CPU 0 (`--proxy-cpu`) and
+everything else, this script included, to CPU 1 (`--side-cpu`); `--no-pin` pins nothing. The
+load is bench/load.py's open-loop generator, one per mode at an equal share of `--rate` (by
+default OpenAI and Anthropic, streamed and not). A separate process polls events.jsonl every
+`--poll-ms` and records, for each new line, the time it saw the line minus the line's
+`ended_at_ms` (the proxy's clock when the response ended; same machine, same clock). That is when
+the line can be read from the file; the logger fsyncs it right after, before acknowledging it.
 
 Printed: requests sent and answered, lines written, how many sent requests have no line, duplicate
 request_ids, the delay's p50/p90/p99/max, the HTTP latency, and the CPU the proxy and the logger
@@ -92,17 +92,26 @@ class Result:
 
 def watch_file(path: Path, poll_seconds: float, conn: Connection) -> None:
     """In its own process (a busy load generator must not delay the stamps): stamp each new line
-    of `path` until told to stop, then send back the delays (ms) and the request_ids seen."""
+    of `path`; once told how many requests were sent, go on until that many lines are in (or
+    SETTLE_SECONDS passed), then send back the delays (ms) and the request_ids seen."""
     tail = LineTail(path)
     delays: list[float] = []
     ids: list[str] = []
-    while not conn.poll(poll_seconds):
+
+    def stamp_new_lines() -> None:
         lines = tail.new_lines()
         seen_ms = time.time_ns() / 1e6
         for line in lines:
             record = orjson.loads(line)
             delays.append(seen_ms - record["ended_at_ms"])
             ids.append(record["request_id"])
+
+    while not conn.poll(poll_seconds):
+        stamp_new_lines()
+    expected, deadline = conn.recv(), time.monotonic() + SETTLE_SECONDS
+    while len(ids) < expected and time.monotonic() < deadline:
+        stamp_new_lines()
+        time.sleep(poll_seconds)
     conn.send((delays, ids))
 
 
@@ -183,11 +192,8 @@ async def measure(args: argparse.Namespace, system: System) -> Result:
         cpu_seconds(pid) - before for pid, before in zip(pids, cpu0, strict=True)
     )
     sent = sum(s.ok + s.errors + s.non2xx + s.incomplete for s in runs)
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while time.monotonic() < deadline and line_count(system.events_path) < sent:
-        await asyncio.sleep(0.1)
-    parent.send("stop")
-    delays, ids = parent.recv()
+    parent.send(sent)
+    delays, ids = await asyncio.to_thread(parent.recv)
     watcher.join()
     seconds = [delay / 1000 for delay in delays]
     latencies = [value for s in runs for value in s.latency]
@@ -211,13 +217,6 @@ async def measure(args: argparse.Namespace, system: System) -> Result:
         logger_cpu_pct=100 * logger_cpu / wall,
         pinned=not args.no_pin,
     )
-
-
-def line_count(path: Path) -> int:
-    try:
-        return path.read_bytes().count(b"\n")
-    except FileNotFoundError:
-        return 0
 
 
 def main() -> None:

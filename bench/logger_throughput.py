@@ -9,8 +9,8 @@ events.jsonl, truncation included (performance target: >= 20,000 events/s).
 
 Everything is private: a `redis-server` on a free port (`--save "" --appendonly no`), a DATA_DIR
 in a temporary directory, and `python -m logger_service` exactly as deployed. The logger and its
-Redis run under `taskset -c 1` (`--cpu`, like bench/project_target.sh's SIDE_CPU), this script on
-the other CPUs; `--no-pin` pins nothing.
+Redis run under `taskset -c 1` (`--cpu`, `--redis-cpu`; like bench/project_target.sh's SIDE_CPU),
+this script on the other CPUs; `--no-pin` pins nothing.
 
 Events are published by the proxy's own EventPublisher (same stream, same field encoding), shaped
 like the proxy's: bench/load.py's modes in turn (by default OpenAI and Anthropic, streamed and
@@ -47,7 +47,7 @@ from bench.load import DEFAULT_MODES, MODES, payload
 from bench.runkit import LineTail, cpu_seconds, other_cpus, pin_self, pinned
 from proxy_service.publisher import EventPublisher
 from shared import redis_names
-from tests.processes import ManagedProcess, RedisServer, logger_process, service_env
+from tests.processes import RedisServer, logger_process, service_env
 
 MODEL = "mock-model"
 UPSTREAM_ID = "chatcmpl-fake0123456789abcdef"
@@ -81,15 +81,15 @@ def kinds(modes: list[str], long: bool) -> list[Kind]:
             text = (FILLER * (LONG_PROMPT_CHARS // len(FILLER) + 1))[:LONG_PROMPT_CHARS]
             content = text if proto == "openai" else [{"type": "text", "text": text}]
             body["messages"].append({"role": "user", "content": content})
-        if proto == "openai":
-            protocol, response = "openai_chat", orjson.Fragment(bodies.openai_json)
-            frames = bodies.openai_sse
-        else:
-            protocol, response = "anthropic_messages", orjson.loads(bodies.anthropic_json)
-            frames = bodies.anthropic_sse
-        sse = b"".join(frames).decode() if stream else None
+        openai = proto == "openai"
+        protocol = "openai_chat" if openai else "anthropic_messages"
+        reply = bodies.openai_json if openai else bodies.anthropic_json
+        frames = bodies.openai_sse if openai else bodies.anthropic_sse
         prompt = orjson.Fragment(orjson.dumps(body))
-        shapes.append(Kind(protocol, prompt, None if stream else response, sse))
+        if stream:
+            shapes.append(Kind(protocol, prompt, None, b"".join(frames).decode()))
+        else:
+            shapes.append(Kind(protocol, prompt, orjson.Fragment(reply), None))
     return shapes
 
 
@@ -148,9 +148,13 @@ class Result:
     mb_per_s: float
     pinned: bool
 
+    @property
+    def exact(self) -> bool:
+        """One line per published event: none twice, none missing."""
+        return self.lines == self.events and not self.duplicates and not self.missing
+
     def line(self) -> str:
-        exact = self.lines == self.events and not self.duplicates and not self.missing
-        check = "OK" if exact else "FAILED"
+        check = "OK" if self.exact else "FAILED"
         text = (
             f"logger {self.mode}: {self.events_per_s:,.0f} events/s ({self.mb_per_s:.1f} MB/s "
             f"to disk) over {self.seconds:.2f}s; {self.lines:,}/{self.events:,} lines, "
@@ -182,7 +186,7 @@ class Bench:
             EVENTS_ROTATE_BYTES=str(1 << 40),
             PYTHONDONTWRITEBYTECODE="1",
         )
-        self.logger: ManagedProcess = logger_process("logger", env, root)
+        self.logger = logger_process("logger", env, root)
         self.logger.argv = pinned(self.logger.argv, cpu)
         self.events_path = data_dir / "events.jsonl"
         self.tail = LineTail(self.events_path)
@@ -340,7 +344,7 @@ def main() -> None:
     print(result.line())
     if args.json:
         print(json.dumps(asdict(result)))
-    if result.lines != result.events or result.duplicates or result.missing:
+    if not result.exact:
         sys.exit(1)
 
 
