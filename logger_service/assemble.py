@@ -14,9 +14,15 @@ from shared.sse import SSEDecoder
 
 
 def stream_response(raw: str, protocol: str) -> dict[str, Any]:
+    """Chunks and their assembled result; chunks of a shape no API sends (the upstream's data,
+    passed on as it came) leave `unassembled` saying why instead of failing the record."""
     chunks = _chunks(raw)
     assemble = assemble_anthropic if protocol == "anthropic_messages" else assemble_openai
-    return {"chunk_count": len(chunks), "assembled": assemble(chunks), "chunks": chunks}
+    try:
+        return {"chunk_count": len(chunks), "assembled": assemble(chunks), "chunks": chunks}
+    except Exception as error:  # any odd shape: the line must be written all the same
+        reason = f"{type(error).__name__}: {error}"
+        return {"chunk_count": len(chunks), "unassembled": reason, "chunks": chunks}
 
 
 def _chunks(raw: str) -> list[Any]:

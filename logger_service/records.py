@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -10,6 +11,8 @@ from logger_service.assemble import stream_response
 from logger_service.truncate import truncate_record
 from shared.events import EVENT_FIELDS
 from shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def record_line(entry_id: str, fields: dict[bytes, bytes], settings: Settings) -> tuple[str, bytes]:
@@ -25,7 +28,11 @@ def record_line(entry_id: str, fields: dict[bytes, bytes], settings: Settings) -
             "error": f"malformed event: {error}",
             "response": raw,
         }
-    record = build_record(event)
+    try:
+        record = build_record(dict(event))
+    except Exception as error:  # a bug must cost one record its shape, never the metering
+        log.exception("event %s written unprocessed", event["request_id"])
+        record = {**event, "unprocessed": f"{type(error).__name__}: {error}"}
     record = truncate_record(
         record,
         max_field_size=settings.max_log_field_size,

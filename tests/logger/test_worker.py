@@ -40,3 +40,46 @@ async def test_a_trickle_of_events_is_written_in_a_few_batches(redis_url, redis_
         await redis.aclose()
     assert sum(batches) == EVENTS
     assert len(batches) <= EVENTS // 4, batches
+
+
+POISON_STREAMS = (
+    ("openai_chat", 'data: {"choices": [{"index": [1], "delta": {"content": "x"}}]}\n\n'),
+    (
+        "anthropic_messages",
+        'data: {"type": "content_block_delta", "index": 0, '
+        '"delta": {"type": "text_delta", "text": 7}}\n\n',
+    ),
+)
+
+
+async def test_an_event_the_assembler_chokes_on_is_still_written_and_the_rest_follow(
+    redis_url, redis_client, tmp_path
+):
+    """A stream of a shape no API sends must not stop the metering (nor crash-loop the logger
+    on the same pending entry): its line keeps the chunks, and the events after it are written."""
+    settings = Settings(
+        _env_file=None, admin_token=ADMIN_TOKEN, redis_url=redis_url, data_dir=tmp_path
+    )
+    redis = Redis.from_url(redis_url)
+    logger = UsageLogger(settings, redis)
+    running = asyncio.create_task(logger.run())
+    try:
+        for index, (protocol, stream) in enumerate(POISON_STREAMS):
+            event = {
+                "request_id": f"poison{index}",
+                "protocol": protocol,
+                "response_stream": stream,
+            }
+            await redis.xadd(EVENTS_STREAM, {"e": orjson.dumps(event)})
+        await redis.xadd(EVENTS_STREAM, {"e": orjson.dumps({"request_id": "after"})})
+        async with asyncio.timeout(10):
+            while logger.written < 3 and not running.done():
+                await asyncio.sleep(0.01)
+    finally:
+        logger.stop()
+        await running
+        await redis.aclose()
+    lines = [orjson.loads(line) for line in settings.events_path.read_bytes().splitlines()]
+    assert [line["request_id"] for line in lines] == ["poison0", "poison1", "after"]
+    for line in lines[:2]:
+        assert line["response"]["chunk_count"] == 1 and "unassembled" in line["response"]
