@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Quick A/B between two builds, with the shared rig's tools but without its full run: the rig's
+# Go mock on CPU 1, the project (bench/project_target.sh) with the proxy on CPU 0, wrk -c32 per
+# mode; prints req/s, the proxy's CPU µs per request (utime+stime from /proc) and its RSS.
+#
+#   RIG=/tmp/bench DUR=6 bench/rig_saturate.sh [modes...]
+#
+# RIG is a copy of the shared rig that has run once (its mock is built and its wrk scripts for
+# the PROJECT target exist under .cache/runs). Run it several times, interleaving the builds
+# being compared: single runs move by ±5 % on a shared machine.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+RIG="${RIG:-/tmp/bench}" DUR="${DUR:-6}" PYTHON="${PYTHON:-$(dirname "$here")/.venv/bin/python}"
+modes=("${@:-openai-nonstream openai-stream anthropic-nonstream anthropic-stream}")
+lua="$(ls -d "$RIG"/.cache/runs/*/lua | head -1)"
+run_dir="$(mktemp -d /tmp/b23-saturate.XXXXXX)"
+taskset -c 1 "$RIG/.cache/bin/mock" -addr 127.0.0.1:18081 >/dev/null 2>&1 &
+mock=$!
+PYTHON="$PYTHON" UPSTREAM_BASE_URL=http://127.0.0.1:18081/v1 PORT=18101 \
+  taskset -c 0 "$here/project_target.sh" "$run_dir" >"$run_dir/target.log" 2>&1 &
+proxy=$!
+trap 'kill $proxy $mock 2>/dev/null || true' EXIT
+until curl -sf http://127.0.0.1:18101/readyz >/dev/null; do sleep 0.02; done
+sleep 1
+echo "idle $(grep VmRSS "/proc/$proxy/status" | tr -s ' \t' ' ')"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$proxy/stat"; }
+for mode in ${modes[*]}; do
+  path=/v1/chat/completions; [[ $mode == anthropic* ]] && path=/v1/messages
+  url="http://127.0.0.1:18101$path" script="$lua/PROJECT-$mode.lua"
+  taskset -c 1 wrk -t1 -c32 -d2s -s "$script" "$url" >/dev/null  # warm-up
+  before=$(cpu_ticks)
+  summary=$(taskset -c 1 wrk -t1 -c32 -d"${DUR}s" -s "$script" "$url" | sed -n 's/^WRKJSON //p')
+  after=$(cpu_ticks)
+  python3 -c "
+import json, sys
+d = json.loads(sys.argv[1]); n = d['requests']; seconds = d['duration_us'] / 1e6
+errors = sum(v for k, v in d.items() if k.startswith('err_'))
+cpu_us = (int(sys.argv[3]) - int(sys.argv[2])) / int(sys.argv[4]) / n * 1e6
+print(f'{sys.argv[5]:20s} {n / seconds:7.0f} req/s  {cpu_us:5.0f} us CPU/req  errors {errors}')
+" "$summary" "$before" "$after" "$(getconf CLK_TCK)" "$mode"
+  echo "    $(grep -E 'VmRSS|VmHWM' "/proc/$proxy/status" | tr -s ' \t\n' ' ')"
+done
