@@ -148,6 +148,19 @@ def test_every_admin_route_needs_the_token(system: System, method: str, path: st
         ("POST", "/admin/keys", {"user_id": "x", "rpm_limit": 0}, "rpm_limit"),
         ("POST", "/admin/keys", {"user_id": "x", "expires_at": "soon"}, "expires_at"),
         ("PATCH", "/admin/keys/KEY", {"colour": "red"}, "colour"),
+        ("POST", "/admin/keys", {"user_id": "x", "key_id": "k"}, "key_id: set by the proxy"),
+        (
+            "POST",
+            "/admin/keys/upsert",
+            {"api_key": "bsk-0000000000", "user_id": "x", "key_hash": "0"},
+            "key_hash: set by the proxy",
+        ),
+        (
+            "POST",
+            "/admin/keys/upsert",
+            {"api_key": "bsk-0000000000", "user_id": "x", "api_key_sha256": "f" * 64},
+            "api_key_sha256: set by the proxy",
+        ),
         ("POST", "/admin/keys/KEY/rotate", {"grace_seconds": -1}, "grace_seconds"),
     ],
 )

@@ -28,6 +28,10 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 
 MAX_GRACE_SECONDS = 30 * 24 * 3600
 MAX_FREE_FIELD_BYTES = 8192
+MANAGED_FIELDS = frozenset(
+    {"api_key_sha256", "key_hash", "key_id", "key_hint", "created_at", "superseded"}
+)
+"""Set by the proxy alone: as extra fields they would clash with, or forge, the record's own."""
 
 
 class KeySettings(BaseModel):
@@ -43,7 +47,11 @@ class KeySettings(BaseModel):
 
     @model_validator(mode="after")
     def _free_fields_storable(self) -> KeySettings:
-        """metadata and extra fields are kept on the key record: plain, small JSON only."""
+        """metadata and extra fields are kept on the key record: plain, small JSON only, and
+        none of the fields the proxy manages."""
+        managed = sorted(MANAGED_FIELDS & (self.model_extra or {}).keys())
+        if managed:
+            raise ValueError(f"{', '.join(managed)}: set by the proxy, not by a request")
         try:
             size = len(orjson.dumps([self.metadata, self.model_extra]))
         except TypeError as error:
