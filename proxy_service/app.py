@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
@@ -27,8 +26,6 @@ from proxy_service.shutdown import ShutdownWatch
 from proxy_service.state import ProxyState
 from proxy_service.upstream import Upstream
 from shared.settings import Settings
-
-log = logging.getLogger(__name__)
 
 SHUTDOWN_DRAIN_SECONDS = 5.0
 
