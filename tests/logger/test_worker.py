@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import orjson
 from redis.asyncio import Redis
@@ -15,29 +18,39 @@ from tests.processes import ADMIN_TOKEN
 EVENTS = 40
 
 
-async def test_a_trickle_of_events_is_written_in_a_few_batches(redis_url, redis_client, tmp_path):
-    """One event every 2 ms: the logger lets them gather rather than paying a read, an fsync, an
-    acknowledgement and a rollup for each one."""
+@contextlib.asynccontextmanager
+async def running_logger(
+    redis_url: str, data_dir: Path, expect: int
+) -> AsyncIterator[tuple[UsageLogger, Redis]]:
+    """The logger's run loop, with a Redis client to feed it; on leaving the block, waits until
+    `expect` lines are written, then stops it (a crash of the loop is raised there)."""
     settings = Settings(
-        _env_file=None, admin_token=ADMIN_TOKEN, redis_url=redis_url, data_dir=tmp_path
+        _env_file=None, admin_token=ADMIN_TOKEN, redis_url=redis_url, data_dir=data_dir
     )
     redis = Redis.from_url(redis_url)
     logger = UsageLogger(settings, redis)
-    batches: list[int] = []
-    append = logger.sink.append
-    logger.sink.append = lambda lines: batches.append(len(lines)) or append(lines)
     running = asyncio.create_task(logger.run())
     try:
-        for index in range(EVENTS):
-            await redis.xadd(EVENTS_STREAM, {"e": orjson.dumps({"request_id": f"r{index}"})})
-            await asyncio.sleep(0.002)
+        yield logger, redis
         async with asyncio.timeout(10):
-            while logger.written < EVENTS:
+            while logger.written < expect and not running.done():
                 await asyncio.sleep(0.01)
     finally:
         logger.stop()
         await running
         await redis.aclose()
+
+
+async def test_a_trickle_of_events_is_written_in_a_few_batches(redis_url, redis_client, tmp_path):
+    """One event every 2 ms: the logger lets them gather rather than paying a read, an fsync, an
+    acknowledgement and a rollup for each one."""
+    batches: list[int] = []
+    async with running_logger(redis_url, tmp_path, EVENTS) as (logger, redis):
+        append = logger.sink.append
+        logger.sink.append = lambda lines: batches.append(len(lines)) or append(lines)
+        for index in range(EVENTS):
+            await redis.xadd(EVENTS_STREAM, {"e": orjson.dumps({"request_id": f"r{index}"})})
+            await asyncio.sleep(0.002)
     assert sum(batches) == EVENTS
     assert len(batches) <= EVENTS // 4, batches
 
@@ -57,13 +70,7 @@ async def test_an_event_the_assembler_chokes_on_is_still_written_and_the_rest_fo
 ):
     """A stream of a shape no API sends must not stop the metering (nor crash-loop the logger
     on the same pending entry): its line keeps the chunks, and the events after it are written."""
-    settings = Settings(
-        _env_file=None, admin_token=ADMIN_TOKEN, redis_url=redis_url, data_dir=tmp_path
-    )
-    redis = Redis.from_url(redis_url)
-    logger = UsageLogger(settings, redis)
-    running = asyncio.create_task(logger.run())
-    try:
+    async with running_logger(redis_url, tmp_path, 3) as (logger, redis):
         for index, (protocol, stream) in enumerate(POISON_STREAMS):
             event = {
                 "request_id": f"poison{index}",
@@ -72,14 +79,7 @@ async def test_an_event_the_assembler_chokes_on_is_still_written_and_the_rest_fo
             }
             await redis.xadd(EVENTS_STREAM, {"e": orjson.dumps(event)})
         await redis.xadd(EVENTS_STREAM, {"e": orjson.dumps({"request_id": "after"})})
-        async with asyncio.timeout(10):
-            while logger.written < 3 and not running.done():
-                await asyncio.sleep(0.01)
-    finally:
-        logger.stop()
-        await running
-        await redis.aclose()
-    lines = [orjson.loads(line) for line in settings.events_path.read_bytes().splitlines()]
+    lines = [orjson.loads(line) for line in logger.sink.path.read_bytes().splitlines()]
     assert [line["request_id"] for line in lines] == ["poison0", "poison1", "after"]
     for line in lines[:2]:
         assert line["response"]["chunk_count"] == 1 and "unassembled" in line["response"]
