@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from proxy_service.auth import check_admin_token
+from proxy_service.errors import AdminForbidden
 from proxy_service.state import ProxyState
 
 
@@ -14,11 +15,22 @@ def proxy_state(request: Request) -> ProxyState:
     return request.app.state.proxy
 
 
-def require_admin(
+async def require_admin(
     request: Request, x_admin_token: Annotated[str | None, Header()] = None
 ) -> ProxyState:
+    """The state for an admin route: 429 for a throttled address before the token is even
+    looked at, 403 for a missing or wrong token (a wrong one counted against the address).
+    Async without an await: it runs on the event loop in one go, so concurrent guesses cannot
+    all pass the check before the first failure is counted (a plain def runs in a thread)."""
     state = proxy_state(request)
-    check_admin_token(x_admin_token, state.settings.admin_token.get_secret_value())
+    address = request.client.host if request.client else "unknown"
+    state.admin_guard.check(address)
+    try:
+        check_admin_token(x_admin_token, state.settings.admin_token.get_secret_value())
+    except AdminForbidden:
+        if x_admin_token is not None:
+            state.admin_guard.failed(address, request.scope["route"].path)
+        raise
     return state
 
 

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 KEY_ID_PREFIX = "key_"
 API_KEY_PREFIX = "bsk-"
 MAX_LIMIT = 2**53
 """Largest limit or quota: exact in JSON numbers and in Redis' Lua (doubles)."""
 LIMIT_FIELDS = ("rpm_limit", "tpm_limit", "daily_token_quota", "monthly_token_quota")
+HINT_HEAD, HINT_TAIL = 7, 4
+"""Most characters a hint shows from a key's start and from its end."""
+HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+OLD_HINT_HEAD, OLD_HINT_TAIL = 8, 4
+OLD_HINT = re.compile(r"(.{1,8})…(.{1,4})", re.DOTALL)
+"""Hints as the first rule made them, `key[:8]…key[-4:]`: the whole key up to 12 characters."""
+OLD_HINT_SAFE_LENGTH = 13
+GENERATED_KEY_LENGTH = 47
+"""len(new_api_key()): `bsk-` + 43."""
+GENERATED_KEY_ID = re.compile(r"key_[0-9a-f]{16}")
 
 
 def hash_api_key(api_key: str) -> str:
@@ -37,8 +48,61 @@ def new_key_id() -> str:
 
 
 def key_hint(api_key: str) -> str:
-    """Enough of a key for a person to recognise it, far too little to use it."""
-    return f"{api_key[:8]}…{api_key[-4:]}"
+    """Enough of a key for a person to recognise it, far too little to use it: at most a
+    quarter of it from the start (7 characters at most) and an eighth from the end (4 at most),
+    so never more than 3/8 of a key or 11 characters, and never the old `8…4` shape."""
+    return _hint_of(api_key, api_key, len(api_key))
+
+
+def _hint_of(head: str, tail: str, n: int) -> str:
+    """The hint of a key of length `n` whose start is `head` and whose end is `tail`."""
+    keep_head, keep_tail = min(HINT_HEAD, n // 4), min(HINT_TAIL, n // 8)
+    return f"{head[:keep_head]}…{tail[len(tail) - keep_tail :]}"
+
+
+def header_safe(api_key: str) -> str:
+    """A key as it can travel in an HTTP header and survive auth's stripping: printable ASCII
+    without spaces. Any other key is refused rather than stored unusable (the message never
+    quotes the key)."""
+    if not HEADER_SAFE.fullmatch(api_key):
+        raise ValueError(
+            "must be printable ASCII (0x21-0x7E: no spaces, tabs or control characters), "
+            "as an HTTP header can carry it"
+        )
+    return api_key
+
+
+def fixed_hint(hint: str | None, key_hash: str, key_id: str) -> str | None:
+    """A stored hint made by the old rule (`key[:8]…key[-4:]`), made safe. Where it gave the
+    key away whole (12 characters or fewer: found by the hash), the new hint of that key. Else
+    the new hint for the length the key must have: 47 for a generated key (an id and a hint
+    of the generated form), else 13, the shortest the old rule did not give away (3 + 1
+    characters). Any other hint is returned as it is."""
+    old = OLD_HINT.fullmatch(hint or "")
+    if old is None or not _old_rule_shape(head := old[1], tail := old[2]):
+        return hint
+    for overlap in range(len(tail) + 1):
+        candidate = head + tail[overlap:]
+        if hash_api_key(candidate) == key_hash:
+            return key_hint(candidate)
+    if len(head) < OLD_HINT_HEAD:
+        return hint
+    generated = (
+        GENERATED_KEY_ID.fullmatch(key_id) is not None
+        and key_id != key_id_for(key_hash)
+        and head.startswith(API_KEY_PREFIX)
+    )
+    return _hint_of(head, tail, GENERATED_KEY_LENGTH if generated else OLD_HINT_SAFE_LENGTH)
+
+
+def _old_rule_shape(head: str, tail: str) -> bool:
+    """8 + 4 characters, or a whole short key and its own end (the old rule under 8)."""
+    if len(head) == OLD_HINT_HEAD:
+        return len(tail) == OLD_HINT_TAIL
+    return len(tail) == min(OLD_HINT_TAIL, len(head)) and head.endswith(tail)
+
+
+SendableKey = Annotated[str, AfterValidator(header_safe)]
 
 
 class KeyRecord(BaseModel):
@@ -66,9 +130,12 @@ class KeyRecord(BaseModel):
         return value.replace(tzinfo=UTC) if value and value.tzinfo is None else value
 
     @model_validator(mode="after")
-    def _derive_key_id(self) -> KeyRecord:
+    def _derive_managed_fields(self) -> KeyRecord:
+        """The derived key_id of a key given none, and a safe hint in place of an old one:
+        every reader (Redis, keys.json, admin views) validates, so all get both."""
         if not self.key_id:
             object.__setattr__(self, "key_id", key_id_for(self.key_hash))
+        object.__setattr__(self, "key_hint", fixed_hint(self.key_hint, self.key_hash, self.key_id))
         return self
 
     @property
@@ -95,9 +162,10 @@ class KeyRecord(BaseModel):
 class KeyFileEntry(BaseModel):
     """One entry of keys.json: `api_key` in clear (hand-written) or `api_key_sha256`."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", hide_input_in_errors=True)
+    """Errors never quote the entry: it may hold a key in clear."""
 
-    api_key: str | None = Field(None, min_length=1)
+    api_key: SendableKey | None = None
     api_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     user_id: str = Field(min_length=1)
 
@@ -117,6 +185,9 @@ class KeyFileEntry(BaseModel):
 
 class KeyFile(BaseModel):
     """keys.json: `{"keys": [...]}` exactly as in the original README."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+    """Errors never quote an entry (the outer model's setting is the one that counts)."""
 
     keys: list[KeyFileEntry] = Field(default_factory=list)
 

@@ -1,7 +1,8 @@
 """What a usage report covers and how it groups requests, shared by GET /admin/usage and the
 command-line report so both answer the same question the same way. Pure.
 
-Time bounds are widened to whole hours (the resolution of the aggregates); days are UTC.
+Time bounds are widened to whole hours (the resolution of the aggregates); days are UTC. A
+range spans at most MAX_RANGE_DAYS, so no question reads more than ~400 day buckets and 48 hours.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ GROUPINGS = {
 DIMENSION_INDEX = {name: index for index, name in enumerate(DIMENSIONS)}
 DEFAULT_SINCE = "7d"
 DEFAULT_GROUP_BY = "day"
+MAX_RANGE_DAYS = 400
+"""Longest range of one report: over a year, so a year-on-year question fits."""
+DAY_MS = 24 * HOUR_MS
 
 GroupKey = tuple[str | None, ...]
 T = TypeVar("T")
@@ -94,10 +98,13 @@ def build_query(
     now_ms: int,
 ) -> UsageQuery:
     """A query from request or command-line parameters; ValueError says what is wrong."""
-    since_ms = parse_instant(since or DEFAULT_SINCE, now_ms)
-    until_ms = parse_instant(until, now_ms) if until else now_ms
+    since_ms = _instant("since", since or DEFAULT_SINCE, now_ms)
+    until_ms = _instant("until", until, now_ms) if until else now_ms
     if since_ms >= until_ms:
         raise ValueError("since must be before until")
+    if until_ms - since_ms > MAX_RANGE_DAYS * DAY_MS:
+        days = (until_ms - since_ms) / DAY_MS
+        raise ValueError(f"since to until is over {MAX_RANGE_DAYS} days ({days:.2f})")
     grouping = tuple(part.strip() for part in (group_by or DEFAULT_GROUP_BY).split(","))
     unknown = [part for part in grouping if part not in GROUPINGS]
     if unknown or len(set(grouping)) != len(grouping):
@@ -111,6 +118,13 @@ def build_query(
         group_by=grouping,
         filters=tuple((name, value) for name, value in filters.items() if value is not None),
     )
+
+
+def _instant(name: str, text: str, now_ms: int) -> int:
+    try:
+        return parse_instant(text, now_ms)
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None
 
 
 @functools.cache

@@ -15,6 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from logger_service.rollup import Rollup
+from proxy_service.admin_guard import AdminGuard
 from proxy_service.app import create_app
 from proxy_service.routes import usage
 from shared.settings import Settings
@@ -52,7 +53,7 @@ async def client(redis_url, data_dir) -> AsyncIterator[httpx.AsyncClient]:
     if not any(getattr(route, "path", None) == "/admin/usage" for route in app.routes):
         app.include_router(usage.router)
     redis = Redis.from_url(redis_url)
-    app.state.proxy = SimpleNamespace(settings=settings, redis=redis)
+    app.state.proxy = SimpleNamespace(settings=settings, redis=redis, admin_guard=AdminGuard())
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
         client.headers["x-admin-token"] = ADMIN_TOKEN

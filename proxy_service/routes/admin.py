@@ -17,6 +17,7 @@ from proxy_service.state import ProxyState
 from shared.keys import (
     MAX_LIMIT,
     KeyRecord,
+    SendableKey,
     hash_api_key,
     key_hint,
     new_api_key,
@@ -68,7 +69,7 @@ class UpsertKey(KeySettings):
 
     model_config = ConfigDict(extra="allow")
 
-    api_key: str = Field(min_length=8, max_length=512)
+    api_key: SendableKey = Field(min_length=8, max_length=512)
     user_id: str = Field(min_length=1, max_length=256)
 
 
