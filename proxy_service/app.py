@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -13,6 +12,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
+from proxy_service.admin_guard import AdminGuard
 from proxy_service.convert.anthropic_request import ConversionOptions
 from proxy_service.convert.model_map import ModelMap
 from proxy_service.errors import ProxyError, error_response
@@ -26,6 +26,7 @@ from proxy_service.shutdown import ShutdownWatch
 from proxy_service.state import ProxyState
 from proxy_service.upstream import Upstream
 from shared.settings import Settings
+from shared.supervision import Supervisor
 
 SHUTDOWN_DRAIN_SECONDS = 5.0
 
@@ -49,6 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
         upstream = Upstream(settings)
         keys = KeyStore(redis)
         events = EventPublisher(redis, settings.event_buffer_size)
+        supervisor = Supervisor()
         app.state.proxy = ProxyState(
             settings,
             redis,
@@ -60,17 +62,18 @@ def create_app(settings: Settings) -> FastAPI:
             ShutdownWatch(),
             conversion,
             Metrics(events),
+            supervisor,
+            AdminGuard(),
         )
         app.state.proxy.shutdown.install()
         with contextlib.suppress(RedisError, OSError):
             await keys.reload_all()
-        tasks = [asyncio.create_task(keys.run()), asyncio.create_task(events.run())]
+        supervisor.start("key_sync", keys.run, restart=True)
+        supervisor.start("publisher", events.run, restart=True)
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await supervisor.stop()
             await events.drain(SHUTDOWN_DRAIN_SECONDS)
             await upstream.aclose()
             await redis.aclose()

@@ -1,21 +1,33 @@
-"""The start every metered route shares: authenticate, meter, read and parse the body, admit."""
+"""The one way into a metered route: authenticate, then meter every outcome exactly once.
+
+`metered` runs a route's handler inside the guard every authenticated request goes through:
+whatever happens after the key was accepted (a refused body, a limit, an upstream failure, a
+client gone mid-body, a shutdown cutting the request, a bug in a converter), the request leaves
+one usage event with its status and why, and the client gets an error in its protocol's shape.
+Handlers that know more (an upstream reply's usage) meter first; `finish` keeps the first.
+"""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Request
+from fastapi import Request, Response
+from starlette.requests import ClientDisconnect
 
 from proxy_service.auth import authenticate
 from proxy_service.bodies import logged_prompt, parse_json_object, read_body
 from proxy_service.deps import proxy_state
-from proxy_service.errors import ProxyError
+from proxy_service.errors import ClientGone, InternalError, InvalidRequest, ProxyError
 from proxy_service.metering import UsageMeter
 from proxy_service.state import ProxyState
 from shared.events import Protocol
+from shared.supervision import describe_failure
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -28,25 +40,54 @@ class MeteredCall:
     raw: bytes = b""
     body: dict[str, Any] | None = None
 
-    @contextlib.contextmanager
-    def failures_metered(self) -> Iterator[None]:
-        """A ProxyError leaving this block is recorded (status, message, prompt), then raised
-        on to be rendered in the route's protocol shape."""
-        try:
-            yield
-        except ProxyError as error:
-            prompt = logged_prompt(self.raw, self.body)
-            self.meter.finish(status_code=error.status, error=error.message, prompt=prompt)
-            raise
+    @property
+    def prompt(self) -> Any:
+        return logged_prompt(self.raw, self.body)
+
+    def fail(self, status: int, error: str) -> None:
+        self.meter.finish(status_code=status, error=error, prompt=self.prompt)
+
+    def answered(self, error: ProxyError) -> ProxyError:
+        """`error` carrying this request's id header, as every metered answer does."""
+        error.headers = {**error.headers, **self.meter.response_headers()}
+        return error
 
 
-async def start_call(request: Request, protocol: Protocol) -> MeteredCall:
+Handler = Callable[[MeteredCall], Awaitable[Response]]
+
+
+async def metered(request: Request, protocol: Protocol, handler: Handler) -> Response:
     """401 (unmetered) without a valid key; from then on every outcome is metered once."""
     state = proxy_state(request)
     client_key, key = authenticate(request.headers, state.keys)
     call = MeteredCall(state, client_key, UsageMeter(state, protocol, key, request.headers))
-    with call.failures_metered():
+    try:
         call.raw = await read_body(request, state.settings.max_request_bytes)
         await state.limiter.admit(key)
-        call.body = parse_json_object(call.raw)
-    return call
+        call.body = parse_request(call.raw, state.settings.max_json_depth)
+        return await handler(call)
+    except ProxyError as error:
+        call.fail(error.status, error.message)
+        raise call.answered(error) from None
+    except ClientDisconnect:
+        call.fail(499, "client disconnected before the request body was complete")
+        raise call.answered(ClientGone("client disconnected")) from None
+    except asyncio.CancelledError:
+        call.fail(*state.shutdown.cut_reason("request"))
+        raise
+    except Exception as error:
+        reason = describe_failure(error)
+        log.error("request %s failed: %s", call.meter.request_id, reason)
+        call.fail(500, f"internal proxy error: {reason}")
+        internal = InternalError(f"internal proxy error (request {call.meter.request_id})")
+        raise call.answered(internal) from None
+
+
+def parse_request(raw: bytes, max_depth: int) -> dict[str, Any]:
+    """The body as both APIs take it: a JSON object whose `stream`, if given, is a boolean
+    (a `"true"` or `1` would take the non-stream path while a lax upstream streams)."""
+    body = parse_json_object(raw, max_depth)
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest("stream: must be a boolean")
+    return body

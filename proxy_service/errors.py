@@ -6,6 +6,8 @@ ProxyError                  status + message, rendered per protocol
 │   └── AdminForbidden          403: missing or wrong x-admin-token
 ├── InvalidRequest          400: a body the protocol cannot accept
 ├── RequestTooLarge         413: body over MAX_REQUEST_BYTES
+├── ClientGone              499: the client left before its request was complete
+├── InternalError           500: a bug; logged in one line, recorded, never a traceback
 └── UpstreamFailure         502/504: upstream unreachable, failing or silent
 """
 
@@ -18,6 +20,7 @@ from fastapi.responses import Response
 from redis.exceptions import RedisError
 
 from proxy_service.convert.anthropic_errors import error_body, status_error_type
+from shared.supervision import describe_failure
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,18 @@ class RequestTooLarge(ProxyError):
     code = "request_too_large"
 
 
+class ClientGone(ProxyError):
+    """Nobody reads the answer; rendered only so the server has something to close with."""
+
+    status = 499
+    code = "client_closed_request"
+
+
+class InternalError(ProxyError):
+    status = 500
+    code = "internal_error"
+
+
 class UpstreamFailure(ProxyError):
     """The upstream could not be reached (502) or went silent (504)."""
 
@@ -124,6 +139,6 @@ def error_response(error: Exception, path: str) -> Response:
     elif isinstance(error, RedisError):
         proxy_error = ProxyError.with_status(503, "key store unavailable (Redis); retry shortly")
     else:
-        log.error("unhandled error on %s", path, exc_info=error)
-        proxy_error = ProxyError.with_status(500, "internal proxy error")
+        log.error("unhandled error on %s: %s", path, describe_failure(error))
+        proxy_error = InternalError("internal proxy error")
     return render_error(proxy_error, protocol_of(path))

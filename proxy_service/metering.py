@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from proxy_service.ids import random_hex
 from proxy_service.state import ProxyState
 from proxy_service.streaming import RelayResponse
 from shared.events import Protocol
 from shared.keys import KeyRecord
+from shared.supervision import describe_failure
+
+log = logging.getLogger(__name__)
+
+MAX_NAME_CHARS = 256
+"""`model` and `upstream_id` are names: longer ones are cut (they are never truncated later)."""
+MAX_ERROR_CHARS = 2000
 
 KNOWN_USER_AGENTS = (
     ("claude-cli/", "claude-code"),
@@ -96,6 +108,19 @@ class UsageMeter:
         headers = {**SSE_HEADERS, **self.response_headers()}
         return RelayResponse(frames, status, headers, media_type="text/event-stream")
 
+    def reply(
+        self,
+        content: bytes,
+        status: int,
+        media_type: str,
+        describe: Callable[[], dict[str, Any]],
+        headers: Mapping[str, str] | None = None,
+    ) -> MeteredReply:
+        """A buffered answer, metered with `describe()` once it was sent or failed to be."""
+        all_headers = {**(headers or {}), **self.response_headers()}
+        settle = functools.partial(self.settle, describe, status)
+        return MeteredReply(content, status, all_headers, media_type, settle)
+
     def response_headers(self) -> dict[str, str]:
         """x-request-id and x-b23-overhead-ms (time in the proxy so far, upstream wait
         excluded), observed into the overhead histogram."""
@@ -104,8 +129,16 @@ class UsageMeter:
         request_id_header = REQUEST_ID_HEADERS[self.base["protocol"]]
         return {request_id_header: self.request_id, "x-b23-overhead-ms": f"{overhead * 1000:.3f}"}
 
-    async def finish_async(self, **fields: Any) -> None:
-        """`finish` as a coroutine, for BackgroundTask: a sync one would run in a thread."""
+    def settle(self, describe: Callable[[], dict[str, Any]], failed_status: int) -> None:
+        """Finish with the fields `describe()` works out (parsing a reply, say); if that
+        fails, finish all the same with `failed_status` and why, so the request keeps its
+        one record."""
+        try:
+            fields = describe()
+        except Exception as error:
+            reason = describe_failure(error)
+            log.error("request %s: metering failed: %s", self.request_id, reason)
+            fields = {"status_code": failed_status, "error": f"metering failed: {reason}"}
         self.finish(**fields)
 
     def finish(
@@ -128,13 +161,13 @@ class UsageMeter:
         ended = now_ms()
         event = {
             **self.base,
-            "upstream_id": upstream_id,
-            "model": model,
+            "upstream_id": _text(upstream_id, MAX_NAME_CHARS),
+            "model": _text(model, MAX_NAME_CHARS),
             "started_at_ms": self.started_at_ms,
             "ended_at_ms": ended,
             "latency_ms": ended - self.started_at_ms,
             "status_code": status_code,
-            "error": error,
+            "error": _text(error, MAX_ERROR_CHARS),
             "prompt": prompt,
             "response": response,
             "usage": usage,
@@ -144,3 +177,31 @@ class UsageMeter:
         self._publisher.publish(event)
         if usage is not None:
             self._limiter.charge(self._key, usage["total_tokens"])
+
+
+class MeteredReply(Response):
+    """A buffered answer whose metering runs after the send, in a `finally`: the reply is
+    parsed for usage off the client's time, and a send that fails (a client gone, a shutdown
+    cutting it) still leaves the record."""
+
+    def __init__(
+        self,
+        content: bytes,
+        status: int,
+        headers: Mapping[str, str],
+        media_type: str,
+        settle: Callable[[], None],
+    ) -> None:
+        super().__init__(content, status, headers, media_type)
+        self._settle = settle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._settle()
+
+
+def _text(value: Any, limit: int) -> str | None:
+    """A string field of the record: never another type, never unbounded."""
+    return value[:limit] if isinstance(value, str) else None

@@ -35,6 +35,11 @@ class PublisherCollector(Collector):
             "Usage events lost: buffer full while Redis was down",
             value=self._publisher.dropped,
         )
+        yield CounterMetricFamily(
+            "b23_usage_events_sanitised",
+            "Usage events published with unserialisable fields set to null",
+            value=self._publisher.sanitised,
+        )
         yield GaugeMetricFamily(
             "b23_usage_events_pending",
             "Usage events waiting in this replica's buffer",

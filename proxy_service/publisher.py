@@ -12,6 +12,10 @@ reads that oldest id and the dataset's epoch marker (REDIS_EPOCH) in the same ro
 the epoch changed, the events not yet known safe are published again (the logger drops
 duplicates by request_id). With a logger keeping up, that is a batch or two, not a time window
 of traffic (which cost tens of MiB at a few thousand events/s).
+
+Each event is serialised on its own: one that cannot be (a value orjson refuses) is replaced by
+a sanitised record of the fields that can, counted in `sanitised`, so it can never stop the
+others. The drain loop runs under the process's Supervisor (restarted if it ever fails).
 """
 
 from __future__ import annotations
@@ -43,6 +47,22 @@ def stream_id(raw: bytes) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
+def sanitised(event: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The event with every field that cannot be serialised set to null, and why."""
+    kept: dict[str, Any] = {}
+    dropped = []
+    for name, value in event.items():
+        try:
+            orjson.dumps(value)
+        except TypeError:
+            kept[name] = None
+            dropped.append(name)
+        else:
+            kept[name] = value
+    kept["unserialisable"] = f"{', '.join(dropped)}: {reason}"
+    return kept
+
+
 class EventPublisher:
     def __init__(self, redis: Redis, capacity: int) -> None:
         self._redis = redis
@@ -56,6 +76,7 @@ class EventPublisher:
         self._ready = asyncio.Event()
         self.published = 0
         self.dropped = 0
+        self.sanitised = 0
         self.redis_ok = True
 
     @property
@@ -101,7 +122,7 @@ class EventPublisher:
             pipe.set(redis_names.REDIS_EPOCH, secrets.token_hex(8), nx=True)
             pipe.get(redis_names.REDIS_EPOCH)
             for event in batch:
-                pipe.xadd(redis_names.EVENTS_STREAM, {"e": orjson.dumps(event)})
+                pipe.xadd(redis_names.EVENTS_STREAM, {"e": self._encode(event)})
             pipe.xrange(redis_names.EVENTS_STREAM, count=1)
             _, epoch, *ids, oldest = await pipe.execute()
         for _ in batch:
@@ -115,6 +136,18 @@ class EventPublisher:
         if not self.redis_ok:
             log.warning("publishing usage events again")
         self.redis_ok = True
+
+    def _encode(self, event: dict[str, Any]) -> bytes:
+        try:
+            return orjson.dumps(event)
+        except TypeError as error:  # orjson.JSONEncodeError: too deep, an int past 64 bits...
+            self.sanitised += 1
+            log.error(
+                "usage event %s not serialisable (%s); publishing the fields that are",
+                event.get("request_id"),
+                error,
+            )
+            return orjson.dumps(sanitised(event, str(error)))
 
     def _forget_written(self, oldest_in_stream: tuple[int, int] | None) -> None:
         """Entries older than the stream's oldest (all, if it is empty) were deleted by the

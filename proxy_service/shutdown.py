@@ -11,11 +11,11 @@ class ShutdownWatch:
     def __init__(self) -> None:
         self.draining = False
 
-    def cut_reason(self) -> tuple[int, str]:
-        """(status, error) for usage events of streams that ended before the upstream did."""
+    def cut_reason(self, what: str = "stream") -> tuple[int, str]:
+        """(status, error) for usage events of requests (or streams) cut before they ended."""
         if self.draining:
-            return 503, "stream cut: proxy shutdown grace period ended"
-        return 499, "client disconnected mid-stream"
+            return 503, f"{what} cut: proxy shutdown grace period ended"
+        return 499, f"client disconnected mid-{what}"
 
     def install(self) -> None:
         """Chain in front of the server's own SIGTERM/SIGINT handlers (uvicorn's), if any;

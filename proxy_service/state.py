@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from proxy_service.admin_guard import AdminGuard
 from proxy_service.convert.anthropic_request import ConversionOptions
 from proxy_service.keystore import KeyStore
 from proxy_service.keywriter import KeyWriter
@@ -15,6 +16,7 @@ from proxy_service.publisher import EventPublisher
 from proxy_service.shutdown import ShutdownWatch
 from proxy_service.upstream import Upstream
 from shared.settings import Settings
+from shared.supervision import Supervisor
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,3 +31,5 @@ class ProxyState:
     shutdown: ShutdownWatch
     conversion: ConversionOptions
     metrics: Metrics
+    supervisor: Supervisor
+    admin_guard: AdminGuard

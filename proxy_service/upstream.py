@@ -10,6 +10,10 @@ content encoding, so there is nothing to decode). The transport's aiohttp sessio
 no cookie jar: an upstream's cookie would otherwise follow one user's request into the next
 user's. Transport errors are translated here into `UpstreamFailure`, so routes never see httpx or
 aiohttp exceptions.
+
+Every byte that comes back is redacted of the credential the request was sent with (the
+proxy's UPSTREAM_API_KEY, or the client's own key when none is set): upstreams quote it in error
+bodies of any status, and those bodies go to clients and into the records.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_ERROR_BODY_BYTES = 1 << 20
+REDACTED = b"[redacted credential]"
 MAX_CONNECTIONS = 1000
 KEEPALIVE_SECONDS = 5.0
 
@@ -43,6 +48,17 @@ def describe_transport_error(error: BaseException) -> UpstreamFailure:
     if isinstance(cause, aiohttp.ClientConnectorError | httpx.ConnectError):
         return UpstreamFailure("upstream unreachable")
     return UpstreamFailure("upstream connection failed")
+
+
+def redact(data: bytes, secret: bytes) -> bytes:
+    """`data` without any whole occurrence of `secret` (a C-level search when there is none)."""
+    return data.replace(secret, REDACTED) if secret and secret in data else data
+
+
+def redacted_header(value: str | None, secret: bytes) -> str | None:
+    if value is None:
+        return None
+    return redact(value.encode("latin-1", "replace"), secret).decode("latin-1")
 
 
 @contextlib.contextmanager
@@ -67,14 +83,21 @@ class UpstreamReply:
 class UpstreamStream:
     """An open streamed reply; iterate `chunks()`, and always `aclose()` (the caller's finally)."""
 
-    def __init__(self, response: httpx.Response, waited: float) -> None:
+    def __init__(self, response: httpx.Response, waited: float, secret: bytes) -> None:
         self._response = response
+        self._secret = secret
         self.waited = waited
         """Seconds from sending the request to the response headers."""
         self.status = response.status_code
-        self.content_type = response.headers.get("content-type", "application/octet-stream")
-        self.request_id = response.headers.get("x-request-id")
+        content_type = response.headers.get("content-type", "application/octet-stream")
+        self.content_type = redacted_header(content_type, secret) or ""
+        self.request_id = redacted_header(response.headers.get("x-request-id"), secret)
         self.headers = response.headers
+
+    def redact(self, data: bytes) -> bytes:
+        """Whole events on their way to the client, without the credential (chunks as read
+        may split it)."""
+        return redact(data, self._secret)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         with translated_errors():
@@ -93,7 +116,7 @@ class UpstreamStream:
                     break
         finally:
             await self.aclose()
-        return b"".join(parts)[:MAX_ERROR_BODY_BYTES]
+        return self.redact(b"".join(parts)[:MAX_ERROR_BODY_BYTES])
 
     async def aclose(self) -> None:
         """Close even inside a cancelled scope (client disconnect), so the connection is freed."""
@@ -133,11 +156,17 @@ class Upstream:
             (b"accept-encoding", b"identity"),
         ]
 
+    def credential(self, client_key: str) -> bytes:
+        """What the upstream request authenticates with: UPSTREAM_API_KEY, else the client's."""
+        return (self._api_key or client_key).encode()
+
     def _request(self, body: bytes, client_key: str) -> httpx.Request:
         """Fixed headers only: nothing the client sends is forwarded but its body (and its key
         when no UPSTREAM_API_KEY is set), so a client cannot steer the upstream request."""
-        credential = "Bearer " + (self._api_key or client_key)
-        headers = [*self._fixed_headers, (b"authorization", credential.encode())]
+        headers = [
+            *self._fixed_headers,
+            (b"authorization", b"Bearer " + self.credential(client_key)),
+        ]
         return httpx.Request(
             "POST",
             self._url,
@@ -165,11 +194,13 @@ class Upstream:
             finally:
                 await response.aclose()
         self._check_credentials(response.status_code)
+        secret = self.credential(client_key)
+        content_type = response.headers.get("content-type", "application/json")
         return UpstreamReply(
             status=response.status_code,
-            content_type=response.headers.get("content-type", "application/json"),
-            body=content,
-            request_id=response.headers.get("x-request-id"),
+            content_type=redacted_header(content_type, secret) or "",
+            body=redact(content, secret),
+            request_id=redacted_header(response.headers.get("x-request-id"), secret),
             headers=response.headers,
             waited=time.perf_counter() - started,
         )
@@ -178,7 +209,9 @@ class Upstream:
         started = time.perf_counter()
         with translated_errors():
             response = await self._transport.handle_async_request(self._request(body, client_key))
-        stream = UpstreamStream(response, time.perf_counter() - started)
+        stream = UpstreamStream(
+            response, time.perf_counter() - started, self.credential(client_key)
+        )
         if self._api_key and response.status_code in (401, 403):
             await stream.aclose()
             self._check_credentials(response.status_code)

@@ -80,6 +80,17 @@ class Settings(BaseSettings):
     limits_fail_open: bool = Field(
         True, description="Serve requests when Redis is unreachable for rate limits and quotas."
     )
+    max_json_depth: int = Field(
+        128,
+        ge=8,
+        le=200,
+        description="Deepest nesting of arrays and objects a request body may have (400 above).",
+    )
+    estimate_missing_usage: bool = Field(
+        True,
+        description="Record and charge an estimate when the upstream reports no usage "
+        "(a stream cut before its usage chunk, an upstream that sends none).",
+    )
 
     @field_validator("admin_token")
     @classmethod

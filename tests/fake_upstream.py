@@ -11,6 +11,9 @@ for the next requests, in order:
         chunks are dicts (sent as JSON) or strings (sent verbatim after `data: `); `abort_after`
         drops the connection after that many events; `hang` never ends the stream.
 
+Any string of a step may hold `{credential}`: it becomes the bearer token the request carried
+(an upstream quoting the key it was given, as many do in their error messages).
+
 `GET /_requests` lists what was received (body and headers); `DELETE /_requests` clears it.
 
 Model `cc-tool-loop` (when no script step is queued) plays a two-turn tool loop for a real agent
@@ -73,6 +76,7 @@ class FakeUpstream:
         step = self.script.pop(0) if self.script else None
         if step is None:
             return self.default_reply(body)
+        step = with_credential(step, request.headers.get("authorization", ""))
         await asyncio.sleep(step.get("respond_after", 0))
         if "sse" in step:
             return StreamingResponse(self.scripted_stream(step), media_type="text/event-stream")
@@ -156,6 +160,15 @@ class FakeUpstream:
             self.script.clear()
             return JSONResponse({"cleared": True})
         return JSONResponse({"requests": self.received, "open_streams": self.open_streams})
+
+
+def with_credential(step: dict[str, Any], authorization: str) -> dict[str, Any]:
+    """The step with every `{credential}` replaced by the request's bearer token."""
+    raw = orjson.dumps(step)
+    if b"{credential}" not in raw:
+        return step
+    token = orjson.dumps(authorization.removeprefix("Bearer "))[1:-1]
+    return orjson.loads(raw.replace(b"{credential}", token))
 
 
 def tool_loop_result(messages: list[dict[str, Any]]) -> str | None:

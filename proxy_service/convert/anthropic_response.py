@@ -15,6 +15,7 @@ import json_repair
 import orjson
 
 from proxy_service.convert.anthropic_request import ConvertedRequest
+from proxy_service.convert.openai_usage import token_count
 from proxy_service.convert.token_count import estimate_json, estimate_text
 from proxy_service.ids import random_hex
 
@@ -44,8 +45,8 @@ def usage_from_openai(
         details.get("cache_write_tokens"),
         usage.get("cache_creation_input_tokens"),
     )
-    prompt = _count(usage.get("prompt_tokens"))
-    completion = _count(usage.get("completion_tokens"))
+    prompt = token_count(usage.get("prompt_tokens"))
+    completion = token_count(usage.get("completion_tokens"))
     return {
         "input_tokens": estimated_input if prompt is None else max(prompt - read - write, 0),
         "cache_creation_input_tokens": write,
@@ -202,14 +203,8 @@ def _estimate_output(content: list[dict]) -> int:
     return max(1, math.ceil(total))
 
 
-def _count(value: object) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return max(int(value), 0)
-
-
 def _first_count(*values: object) -> int:
     for value in values:
-        if (count := _count(value)) is not None:
+        if (count := token_count(value)) is not None:
             return count
     return 0

@@ -1,19 +1,33 @@
-"""OpenAI `usage` objects in the shape usage events record."""
+"""OpenAI `usage` objects in the shape usage events record, and estimates where none came."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+MAX_TOKEN_COUNT = 2**53
+"""Larger reported counts are clamped to this: exact as JSON numbers and in Redis' Lua (doubles),
+and far inside orjson's 64-bit integers, so no sum of counts can make an event unserialisable."""
+
+
+def token_count(value: Any) -> int | None:
+    """A reported count as an int in [0, MAX_TOKEN_COUNT]; None when it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return min(max(int(value), 0), MAX_TOKEN_COUNT)
 
 
 def usage_record(usage: Any) -> dict[str, int] | None:
     """prompt/completion/total tokens plus cached prompt tokens; None when absent or malformed."""
     if not isinstance(usage, dict):
         return None
-    prompt = _count(usage.get("prompt_tokens"))
-    completion = _count(usage.get("completion_tokens"))
+    prompt = token_count(usage.get("prompt_tokens")) or 0
+    completion = token_count(usage.get("completion_tokens")) or 0
     details = usage.get("prompt_tokens_details")
-    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    total = _count(usage.get("total_tokens")) or prompt + completion
+    cached = (token_count(details.get("cached_tokens")) or 0) if isinstance(details, dict) else 0
+    total = token_count(usage.get("total_tokens")) or min(prompt + completion, MAX_TOKEN_COUNT)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -22,5 +36,13 @@ def usage_record(usage: Any) -> dict[str, int] | None:
     }
 
 
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and value > 0 else 0
+def estimated_usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    """A usage record the proxy estimated, marked so: charged like real usage, told apart in
+    the records."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "cached_tokens": 0,
+        "estimated": True,
+    }

@@ -2,43 +2,49 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
-from starlette.background import BackgroundTask
 
 from proxy_service import openapi
-from proxy_service.bodies import logged_prompt
-from proxy_service.calls import start_call
+from proxy_service.calls import MeteredCall, metered
+from proxy_service.convert.openai_estimate import estimate_output, estimate_prompt
 from proxy_service.convert.openai_stream import OpenAIStreamTap
-from proxy_service.convert.openai_usage import usage_record
+from proxy_service.convert.openai_usage import estimated_usage, usage_record
 from proxy_service.errors import UpstreamFailure, openai_error_body
-from proxy_service.metering import UsageMeter
-from proxy_service.state import ProxyState
 from proxy_service.upstream import UpstreamReply, UpstreamStream
+from shared.supervision import describe_failure
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["openai"])
 
 
 @router.post("/v1/chat/completions", openapi_extra=openapi.CHAT_COMPLETIONS)
 async def chat_completions(request: Request) -> Response:
-    call = await start_call(request, "openai_chat")
-    state, meter, raw, body = call.state, call.meter, call.raw, call.body
-    with call.failures_metered():
-        if body.get("stream") is True:
-            return await _stream(state, meter, call.client_key, raw, body)
-        reply = await state.upstream.post(raw, call.client_key)
-    meter.upstream_waited(reply.waited)
-    headers = meter.response_headers()
-    task = BackgroundTask(_meter_reply, meter, reply, logged_prompt(raw, body), body.get("model"))
-    return Response(reply.body, reply.status, headers, reply.content_type, background=task)
+    return await metered(request, "openai_chat", _chat_completions)
 
 
-async def _meter_reply(meter: UsageMeter, reply: UpstreamReply, prompt: Any, model: Any) -> None:
-    """After the reply is sent: parse it once for id, model and usage. Async on purpose: a sync
-    background task would run in a worker thread, away from the loop the publisher lives on."""
+async def _chat_completions(call: MeteredCall) -> Response:
+    assert call.body is not None
+    if call.body.get("stream") is True:
+        return await _stream(call, call.body)
+    reply = await call.state.upstream.post(call.raw, call.client_key)
+    call.meter.upstream_waited(reply.waited)
+    return _buffered(call, reply)
+
+
+def _buffered(call: MeteredCall, reply: UpstreamReply) -> Response:
+    """The upstream's answer as it came; parsed for the record after it was sent."""
+    describe = functools.partial(_described_reply, call, reply)
+    return call.meter.reply(reply.body, reply.status, reply.content_type, describe)
+
+
+def _described_reply(call: MeteredCall, reply: UpstreamReply) -> dict[str, Any]:
+    """The record's fields of a buffered reply: id, model, usage (estimated if it has none)."""
     try:
         parsed = orjson.loads(reply.body)
     except orjson.JSONDecodeError:
@@ -48,22 +54,31 @@ async def _meter_reply(meter: UsageMeter, reply: UpstreamReply, prompt: Any, mod
     if reply.status >= 400:
         detail = answer.get("error")
         error = str(detail.get("message") if isinstance(detail, dict) else detail or reply.status)
-    meter.finish(
-        status_code=reply.status,
-        error=error,
-        upstream_id=answer.get("id") or reply.request_id,
-        model=answer.get("model") or model,
-        prompt=prompt,
-        response=orjson.Fragment(reply.body)
+    usage = usage_record(answer.get("usage"))
+    return {
+        "status_code": reply.status,
+        "error": error,
+        "upstream_id": answer.get("id") or reply.request_id,
+        "model": answer.get("model") or (call.body or {}).get("model"),
+        "prompt": call.prompt,
+        "response": orjson.Fragment(reply.body)
         if parsed is not None
         else reply.body.decode("utf-8", "replace"),
-        usage=usage_record(answer.get("usage")),
-    )
+        "usage": _usage_or_estimate(call, usage, reply.status, reply.body),
+    }
 
 
-async def _stream(
-    state: ProxyState, meter: UsageMeter, client_key: str, raw: bytes, body: dict[str, Any]
-) -> Response:
+def _usage_or_estimate(
+    call: MeteredCall, usage: dict[str, Any] | None, status: int, relayed: bytes
+) -> dict[str, Any] | None:
+    """The upstream's usage; when an accepted request has none (a stream cut before its usage
+    chunk, an upstream that sends none), an estimate, so closing early costs tokens too."""
+    if usage is not None or status >= 400 or not call.state.settings.estimate_missing_usage:
+        return usage
+    return estimated_usage(estimate_prompt(call.body or {}), estimate_output(relayed))
+
+
+async def _stream(call: MeteredCall, body: dict[str, Any]) -> Response:
     """Ask for usage on every stream; drop the usage chunk if the client did not ask for it."""
     options = body.get("stream_options")
     client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -74,10 +89,9 @@ async def _stream(
         }
         raw_upstream = orjson.dumps(body)
     else:
-        raw_upstream = raw
-    upstream = await state.upstream.open_stream(raw_upstream, client_key)
-    meter.upstream_waited(upstream.waited)
-    prompt = orjson.Fragment(raw)
+        raw_upstream = call.raw
+    upstream = await call.state.upstream.open_stream(raw_upstream, call.client_key)
+    call.meter.upstream_waited(upstream.waited)
     if upstream.status >= 400:
         error_body = await upstream.read_error_body()
         reply = UpstreamReply(
@@ -88,57 +102,60 @@ async def _stream(
             upstream.headers,
             upstream.waited,
         )
-        task = BackgroundTask(_meter_reply, meter, reply, prompt, body.get("model"))
-        return Response(
-            error_body,
-            upstream.status,
-            meter.response_headers(),
-            upstream.content_type,
-            background=task,
-        )
+        return _buffered(call, reply)
     tap = OpenAIStreamTap(drop_usage_chunk=not client_wants_usage)
-    relay = _relay(state, upstream, tap, meter, prompt, body.get("model"))
-    return meter.sse_response(relay, upstream.status)
+    return call.meter.sse_response(_relay(call, upstream, tap), upstream.status)
 
 
 async def _relay(
-    state: ProxyState,
-    upstream: UpstreamStream,
-    tap: OpenAIStreamTap,
-    meter: UsageMeter,
-    prompt: Any,
-    model: Any,
+    call: MeteredCall, upstream: UpstreamStream, tap: OpenAIStreamTap
 ) -> AsyncIterator[bytes]:
     """Forward bytes as they arrive; on any end (done, failure, disconnect) meter once."""
     sent: list[bytes] = []
     status, error = 200, None
     try:
-        async for chunk in upstream.chunks():
-            out = tap.feed(chunk)
-            if out:
-                sent.append(out)
-                yield out
-        tail = tap.flush()
-        if tail:
-            sent.append(tail)
-            yield tail
-        error = tap.error
-    except UpstreamFailure as failure:
-        error = f"{failure.message} mid-stream"
-        frame = b"data: " + openai_error_body(failure.status, error, failure.code) + b"\n\n"
-        sent.append(frame)
-        yield frame
+        try:
+            async for chunk in upstream.chunks():
+                out = upstream.redact(tap.feed(chunk))
+                if out:
+                    sent.append(out)
+                    yield out
+            tail = upstream.redact(tap.flush())
+            if tail:
+                sent.append(tail)
+                yield tail
+            error = tap.error
+        except UpstreamFailure as failure:
+            error = f"{failure.message} mid-stream"
+            frame = _error_frame(failure.status, error, failure.code)
+            sent.append(frame)
+            yield frame
+        except Exception as failure:  # a bug, or upstream bytes it could not take: say so
+            status, error = 500, f"internal proxy error: {describe_failure(failure)}"
+            log.error("request %s: %s", call.meter.request_id, error)
+            frame = _error_frame(500, "internal proxy error mid-stream", "internal_error")
+            sent.append(frame)
+            yield frame
     except BaseException:
-        status, error = state.shutdown.cut_reason()
+        status, error = call.state.shutdown.cut_reason()
         raise
     finally:
         await upstream.aclose()
-        meter.finish(
-            status_code=status,
-            error=error,
-            upstream_id=tap.upstream_id or upstream.request_id,
-            model=tap.model or model,
-            prompt=prompt,
-            response_stream=b"".join(sent).decode("utf-8", "replace"),
-            usage=tap.usage,
+        relayed = b"".join(sent)
+        call.meter.settle(
+            lambda: {
+                "status_code": status,
+                "error": error,
+                "upstream_id": tap.upstream_id or upstream.request_id,
+                "model": tap.model or (call.body or {}).get("model"),
+                "prompt": call.prompt,
+                "response_stream": relayed.decode("utf-8", "replace"),
+                "usage": _usage_or_estimate(call, tap.usage, upstream.status, relayed),
+            },
+            status,
         )
+
+
+def _error_frame(status: int, message: str, code: str | None) -> bytes:
+    """The `data: {"error": ...}` event the OpenAI SDK raises on mid-stream."""
+    return b"data: " + openai_error_body(status, message, code) + b"\n\n"
