@@ -12,6 +12,7 @@ import datetime
 import signal
 import socket
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -398,7 +399,9 @@ def _send(client: httpx.Client, request: httpx.Request) -> Any:
         return error
 
 
-def test_no_secret_in_any_record_or_log(system):
-    """Runs last: nothing the module did wrote a credential anywhere."""
+def test_no_secret_in_any_record_or_log_and_no_record_twice(system):
+    """Runs last: nothing the module did wrote a credential anywhere or a request twice."""
+    ids = Counter(event["request_id"] for event in system.events())
+    assert ids and ids.most_common(1)[0][1] == 1
     text = system.events_path.read_text() + system.logs()
     assert UPSTREAM_SECRET not in text and KEY not in text and UNLIMITED_KEY not in text
