@@ -1,4 +1,5 @@
-"""`python -m logger_service` runs the worker; `--check` exits 0 if a logger is alive."""
+"""`python -m logger_service` runs the worker (exit 0 after SIGTERM, 1 when a loop it cannot do
+without failed); `--check` exits 0 if it is alive and can write its files."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import sys
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from logger_service.worker import UsageLogger
+from logger_service.worker import LoggerFailed, UsageLogger
 from shared import redis_names
+from shared.logger_status import running_loggers
 from shared.settings import get_settings
 
 
@@ -26,21 +28,27 @@ async def serve() -> None:
         loop.add_signal_handler(signum, logger.stop)
     try:
         await logger.run()
+    except LoggerFailed:
+        raise SystemExit(1) from None  # the Supervisor logged which loop failed, and why
     finally:
         with contextlib.suppress(RedisError, OSError):
-            await redis.delete(redis_names.LOGGER_HEARTBEAT)  # a stopped logger is not healthy
+            await logger.health.withdraw()
         await redis.aclose()
 
 
 async def check() -> int:
-    """Exit code for a HEALTHCHECK: 0 when a logger refreshed its heartbeat recently."""
-    redis = Redis.from_url(get_settings().redis_url, socket_timeout=2, socket_connect_timeout=2)
+    """Exit code for a HEALTHCHECK: 0 when a logger refreshed the heartbeat recently (events
+    are moving) and this one reports no disk error."""
+    settings = get_settings()
+    redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     try:
-        return 0 if await redis.exists(redis_names.LOGGER_HEARTBEAT) else 1
+        alive = await redis.exists(redis_names.LOGGER_HEARTBEAT)
+        own = (await running_loggers(redis)).get(settings.logger_consumer)
     except (RedisError, OSError):
         return 1
     finally:
         await redis.aclose()
+    return 0 if alive and own is not None and own.disk_error is None else 1
 
 
 def main() -> None:

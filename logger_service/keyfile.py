@@ -7,19 +7,27 @@
   rename).
 Each load replaces the set in one transaction and announces '*' so every replica reloads. A hand
 edit made while an admin change was still unpersisted wins over that change (logged).
+
+A file that does not parse (bad JSON, the wrong shape, an invalid entry) changes nothing: it is
+copied aside once (`keys.json.invalid-<UTC time>`), reported in one log line and in `file_error`,
+and never written over while it is at the path (admin changes then answer 202). If Redis has no
+loaded set, none is marked loaded, so the proxies stay not ready rather than serve an empty set.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from logger_service.durable import write_atomically
+from logger_service.health import DiskError
 from shared import redis_names
 from shared.keys import KeyFile, KeyRecord
 
@@ -34,6 +42,10 @@ class KeyFileKeeper:
         self.path = path
         self._seen_stat: FileStat | None = None
         self._known_digest: str | None = None
+        self._rejected: str | None = None
+        """Digest of the content that failed to parse, while it is the file at the path."""
+        self.file_error: str | None = None
+        """Why the file at the path is not loaded; None when it is fine."""
 
     async def tick(self) -> None:
         """One pass of the checks above; called every fraction of a second."""
@@ -46,6 +58,7 @@ class KeyFileKeeper:
         if self._known_digest is None and digest is not None:
             self._known_digest = digest.decode()
         unpersisted = int(version or 0) > int(persisted or 0)
+        self._forget_rejected_if_gone()
         content = self._changed_content()
         if not loaded:
             await self.load(self._read_bytes())
@@ -53,8 +66,17 @@ class KeyFileKeeper:
             if unpersisted:
                 log.warning("keys.json edited by hand while an admin change was unpersisted")
             await self.load(content)
-        elif unpersisted:
+        elif unpersisted and self._rejected is None:
             await self.persist()
+
+    def _forget_rejected_if_gone(self) -> None:
+        """The bad content no longer at the path (fixed, replaced or removed): the file may be
+        loaded or written again."""
+        if self._rejected is None:
+            return
+        content = self._read_bytes()
+        if content is None or _digest(content) != self._rejected:
+            self._rejected = self.file_error = None
 
     def _stat(self) -> FileStat | None:
         try:
@@ -81,19 +103,21 @@ class KeyFileKeeper:
         return content
 
     async def load(self, content: bytes | None) -> None:
-        """Replace the key set in Redis by the file's (empty when there is no file yet)."""
-        try:
-            records = _parse(content) if content is not None else []
-        except (ValueError, ValidationError) as error:
-            log.error("keys.json not loaded, keeping the current key set: %s", error)
-            self._known_digest = _digest(content or b"")
-            await self._redis.set(redis_names.KEYS_LOADED, 1)
-            return
-        digest = _digest(content) if content is not None else None
+        """Replace the key set in Redis by the file's (empty when there is no file yet); a file
+        that does not parse changes nothing (see `_reject`)."""
+        digest, mapping = None, {}
+        if content is not None:
+            digest = _digest(content)
+            if digest == self._rejected:
+                return
+            try:
+                mapping = _parse(content)
+            except (ValueError, TypeError, RecursionError) as error:
+                self._reject(content, digest, error)
+                return
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(redis_names.KEYS_HASH)
-            if records:
-                mapping = {record.key_hash: record.to_redis() for record in records}
+            if mapping:
                 pipe.hset(redis_names.KEYS_HASH, mapping=mapping)
             pipe.incr(redis_names.KEYS_VERSION)
             pipe.set(redis_names.KEYS_LOADED, 1)
@@ -101,10 +125,41 @@ class KeyFileKeeper:
                 pipe.set(redis_names.KEYS_FILE_DIGEST, digest)
             pipe.publish(redis_names.KEYS_CHANNEL, "*")
             results = await pipe.execute()
-        version = results[2 if records else 1]
+        version = results[2 if mapping else 1]
         await self._redis.set(redis_names.KEYS_PERSISTED_VERSION, version)
         self._known_digest = digest
-        log.info("loaded %d keys from %s", len(records), self.path)
+        log.info("loaded %d keys from %s", len(mapping), self.path)
+
+    def _reject(self, content: bytes, digest: str, error: Exception) -> None:
+        """Keep the set Redis has (or none), refuse to write over the file while it holds this
+        content, keep a copy of it aside, and say so once, without quoting it (it may hold keys
+        in clear)."""
+        reason = _reason(error)
+        self._rejected = digest
+        self.file_error = f"{self.path.name} does not parse: {reason}"
+        kept = "no copy kept"
+        try:
+            kept = f"copy kept as {self._set_aside(content).name}"
+        except OSError as copy_error:
+            raise DiskError("keep a copy of", self.path, copy_error) from copy_error
+        finally:
+            log.error(
+                "%s does not parse: %s; not loaded, nor written over until fixed (%s)",
+                self.path,
+                reason,
+                kept,
+            )
+
+    def _set_aside(self, content: bytes) -> Path:
+        """A copy of the bad content next to the file (mode 0600), one per distinct content."""
+        prefix = f"{self.path.name}.invalid-"
+        for copy in sorted(self.path.parent.glob(prefix + "*")):
+            with contextlib.suppress(OSError):
+                if copy.read_bytes() == content:
+                    return copy
+        copy = self.path.with_name(prefix + datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ"))
+        write_atomically(copy, content)
+        return copy
 
     async def persist(self) -> None:
         """Write a consistent snapshot of the set and report the version it holds."""
@@ -114,7 +169,10 @@ class KeyFileKeeper:
             version, raw = await pipe.execute()
         records = [KeyRecord.from_redis(h.decode(), value) for h, value in raw.items()]
         content = KeyFile.render(records)
-        write_atomically(self.path, content)
+        try:
+            write_atomically(self.path, content)
+        except OSError as error:
+            raise DiskError("write", self.path, error) from error
         self._known_digest = _digest(content)
         self._seen_stat = self._stat()
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -123,27 +181,21 @@ class KeyFileKeeper:
             await pipe.execute()
 
 
-def _parse(content: bytes) -> list[KeyRecord]:
-    return KeyFile.model_validate(orjson.loads(content)).to_records()
+def _parse(content: bytes) -> dict[str, bytes]:
+    """The file's records as KEYS_HASH holds them; raises on anything that does not fit."""
+    records = KeyFile.model_validate(orjson.loads(content)).to_records()
+    return {record.key_hash: record.to_redis() for record in records}
+
+
+def _reason(error: Exception) -> str:
+    """What is wrong with the file, short and naming no value found in it."""
+    if not isinstance(error, ValidationError):
+        return f"{type(error).__name__}: {error}"
+    issues = error.errors(include_url=False, include_context=False, include_input=False)
+    where = ".".join(map(str, issues[0]["loc"])) or "top level"
+    more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
+    return f"{where}: {issues[0]['msg']}{more}"
 
 
 def _digest(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
-
-
-def write_atomically(path: Path, content: bytes) -> None:
-    """Temp file in the same directory, fsync, rename: readers see the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, content)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

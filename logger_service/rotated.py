@@ -15,8 +15,8 @@ from pathlib import Path
 
 import orjson
 
+from logger_service.durable import write_atomically
 from logger_service.eventfiles import expired_files, rotated_files
-from logger_service.keyfile import write_atomically
 from logger_service.tallies import tally_file
 from shared.usage import Cell, Tally
 from shared.usage_layout import Bucket, by_bucket, first_hour

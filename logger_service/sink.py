@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import orjson
 
+from logger_service.durable import fsync_directory, write_all
 from logger_service.eventfiles import rotated_files, rotation_target
 
 RECENT_IDS = 200_000
@@ -42,6 +44,9 @@ class EventSink:
         """Inode of the file held before this one: files rotated after it are still unread."""
         self._just_opened = False
         self._recent: OrderedDict[str, None] = OrderedDict()
+        self._busy = threading.Lock()
+        """Held by an append (run in a thread) and by close, which must not pull the file
+        from under an append still running after its caller was cancelled."""
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,23 +55,24 @@ class EventSink:
             self._catch_up()
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        with self._busy:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
     def append(self, lines: list[tuple[str, bytes]]) -> int:
         """Write the lines whose request_id is new, fsync, and return how many were written.
 
         Ids are remembered once written: after a failed write, the next append learns the
         lines that made it from the file and writes the others again."""
-        with self._locked():
+        with self._busy, self._locked():
             self._catch_up()
             fresh: dict[str, bytes] = {}
             for request_id, line in lines:
                 if request_id not in self._recent:
                     fresh.setdefault(request_id, line)
             if fresh:
-                _write_all(self._fd, b"".join(fresh.values()))
+                write_all(self._fd, b"".join(fresh.values()))
                 os.fsync(self._fd)
                 for request_id in fresh:
                     self._remember(request_id)
@@ -87,7 +93,9 @@ class EventSink:
                     break
                 self._rotate()
             self._catch_up()
-            left = os.fstat(self._fd).st_ino
+            # A file rotated away before we first locked it: what others rotated before it
+            # is still unlearned, so keep looking from the file held before it.
+            left = self._left if self._just_opened else os.fstat(self._fd).st_ino
             os.close(self._fd)
             self._open_path(left)
         try:
@@ -99,7 +107,7 @@ class EventSink:
         self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         self._seen_until = None
         self._left, self._just_opened = left, True
-        _fsync_directory(self.path.parent)
+        fsync_directory(self.path.parent)
 
     def _learn_rotated_after(self, inode: int | None) -> None:
         """The ids of the files rotated after the one we left (other replicas wrote and rotated
@@ -133,7 +141,7 @@ class EventSink:
     def _rotate(self) -> None:
         """Rename the (locked, whole-lined) file; writers find the path's new file under lock."""
         os.rename(self.path, rotation_target(self.path, time.time()))
-        _fsync_directory(self.path.parent)
+        fsync_directory(self.path.parent)
 
     def _cut_partial_line(self) -> None:
         size = os.fstat(self._fd).st_size
@@ -179,22 +187,6 @@ def _line_start_near(fd: int, offset: int) -> int:
         return 0
     newline = os.pread(fd, 1 << 20, offset - 1).find(b"\n")
     return offset + newline if newline >= 0 else offset
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """os.write may write less (a full disk): go on, or raise and leave a partial line to cut."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a created or renamed file's name as durable as the lines fsynced into it."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _request_id_of(line: bytes) -> str | None:

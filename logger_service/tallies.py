@@ -13,11 +13,29 @@ from shared.usage import Cell, Tally, tally_records
 PROMPT_KEY = b',"prompt":'
 USAGE_KEY = b',"usage":'
 HEAD_FIELDS = frozenset(EVENT_FIELDS[: EVENT_FIELDS.index("prompt")])
+MAX_COUNTED_TOKENS = 1 << 40
+"""Largest token count of one request that is counted: far above any real one, and far enough
+below 2**63 that Redis can add up millions (a larger one, as an upstream may send, would make
+every later HINCRBY of its cell fail and stop the rollup for good)."""
 
 
 def tally_block(block: bytes, cells: dict[Cell, Tally]) -> None:
     """Add every line of a block that is a JSON object to its cell."""
-    tally_records(filter(None, map(usage_fields, block.splitlines())), cells)
+    lines = filter(None, map(usage_fields, block.splitlines()))
+    tally_records(map(_countable, lines), cells)
+
+
+def _countable(record: dict[str, Any]) -> dict[str, Any]:
+    """The record without the token counts no request can have (negative, or past
+    MAX_COUNTED_TOKENS); other values are skipped by the tally anyway."""
+    usage = record.get("usage")
+    if isinstance(usage, dict):
+        record["usage"] = {
+            name: value
+            for name, value in usage.items()
+            if type(value) is not int or 0 <= value <= MAX_COUNTED_TOKENS
+        }
+    return record
 
 
 def tally_file(file: BinaryIO) -> dict[Cell, Tally]:

@@ -23,6 +23,13 @@ def truncation_marker(original_length: int) -> str:
     return f"…[truncated, {original_length} chars]"
 
 
+def cut_text(text: str, limit: int) -> str:
+    """`text` kept to its first `limit` characters and a marker, if that makes it shorter."""
+    if len(text) <= limit + MARKER_LENGTH:
+        return text
+    return text[:limit] + truncation_marker(len(text))
+
+
 def fit(value: Any, budget: int) -> Any:
     """`value` cut until it serialises to about `budget` characters at most: long strings
     first, then the longest lists, one at a time."""
@@ -108,9 +115,7 @@ def _largest_fitting_limit(lengths: list[int], size: int, budget: int) -> int:
 def _cut_strings(value: Any, limit: int) -> Any:
     kind = type(value)
     if kind is str:
-        if len(value) <= limit + MARKER_LENGTH:
-            return value
-        return value[:limit] + truncation_marker(len(value))
+        return cut_text(value, limit)
     if kind is dict:
         return {key: _cut_strings(item, limit) for key, item in value.items()}
     if kind is list:

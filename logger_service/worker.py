@@ -9,6 +9,12 @@ written are skipped.
 After each batch the rollup task counts the new lines into the usage aggregates in Redis
 (logger_service/rollup.py); the sink rotates events.jsonl, and the tidy task writes the rotated
 files' sidecars and deletes those past retention (logger_service/rotated.py).
+
+The four loops run under one Supervisor: the rollup and tidy loops are restarted if they fail;
+the events and key file loops are not, and their failure ends run() (LoggerFailed), so the
+process exits and its container restarts it rather than staying up writing nothing. The
+heartbeat is refreshed only while the events loop completes read/write cycles and every loop
+runs; a file that cannot be written is named (DiskError), retried, and never acknowledged.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import time
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from logger_service.health import DiskError, Health
 from logger_service.keyfile import KeyFileKeeper
 from logger_service.records import record_line
 from logger_service.rollup import Rollup
@@ -28,6 +35,7 @@ from logger_service.rotated import delete_expired, missing_sidecars, write_sidec
 from logger_service.sink import EventSink
 from shared import redis_names
 from shared.settings import Settings
+from shared.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +47,15 @@ long: a trickle read as it comes costs a read, an fsync, an acknowledgement and 
 few events (half a core at 1,000 events/s), for a delay to disk that stays far under a second."""
 CLAIM_IDLE_MS = 30_000
 CLAIM_EVERY_SECONDS = 10.0
-HEARTBEAT_TTL_SECONDS = 10
+DISK_RETRY_SECONDS = 1.0
 KEYFILE_EVERY_SECONDS = 0.2
 RETRY_DELAY_SECONDS = 0.5
 ROLLUP_EVERY_SECONDS = 1.0
 TIDY_EVERY_SECONDS = 60.0
+
+
+class LoggerFailed(Exception):
+    """A loop the logger cannot do without failed (the Supervisor logged why)."""
 
 
 class UsageLogger:
@@ -54,6 +66,8 @@ class UsageLogger:
         self.sink = EventSink(settings.events_path, rotate_bytes=settings.events_rotate_bytes)
         self.keyfile = KeyFileKeeper(redis, settings.keys_path)
         self.rollup = Rollup(redis, settings.events_path, settings.events_retention_days)
+        self.health = Health(redis, settings.logger_consumer)
+        self.supervisor = Supervisor()
         self._stop = asyncio.Event()
         self._rollup_due = asyncio.Event()
         self.written = 0
@@ -63,39 +77,56 @@ class UsageLogger:
 
     async def run(self) -> None:
         """Until stop(): keep keys.json in step and move events to the file, riding out Redis
-        outages."""
+        outages and full disks; raises LoggerFailed when the events or key file loop fails."""
         self.sink.open()
-        # Cancelled at stop, anywhere: a rollup step is one transaction, a sidecar one rename.
-        background = [asyncio.create_task(self._rollup_loop()), asyncio.create_task(self._tidy())]
+        supervisor = self.supervisor
+        supervisor.start("events", self._events_loop, restart=False)
+        supervisor.start("key file", self._keyfile_loop, restart=False)
+        supervisor.start("rollup", self._rollup_loop, restart=True)
+        supervisor.start("tidy", self._tidy, restart=True)
         try:
-            await asyncio.gather(self._events_loop(), self._keyfile_loop())
+            await _first_set(self._stop, supervisor.fatal)
         finally:
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            # Every loop ends at its next check of _stop, and is cancelled too (redis-py may
+            # swallow a cancellation). Cancelled anywhere is safe: an entry is acknowledged only
+            # after its line is fsynced (and a line written twice is dropped), a rollup step is
+            # one transaction, a sidecar or keys.json one rename; the sink waits for an append
+            # still running in its thread.
+            self._stop.set()
+            await supervisor.stop()
             self.sink.close()
+        if supervisor.fatal.is_set():
+            raise LoggerFailed("a loop the logger cannot do without failed")
 
     async def _keyfile_loop(self) -> None:
+        """Keep keys.json in step, then report: the status always, the heartbeat while events
+        move and every loop runs."""
         while not self._stop.is_set():
+            delay = KEYFILE_EVERY_SECONDS
             try:
-                await self.keyfile.tick()
-                await self._redis.set(
-                    redis_names.LOGGER_HEARTBEAT, int(time.time()), ex=HEARTBEAT_TTL_SECONDS
+                try:
+                    await self.keyfile.tick()
+                    self.health.disk_ok(self.keyfile.path.name)
+                except DiskError as error:
+                    self.health.disk_failed(error)
+                    delay = DISK_RETRY_SECONDS
+                await self.health.publish(
+                    alive=self.health.progressing and self.supervisor.all_running,
+                    keys_file_error=self.keyfile.file_error,
                 )
             except (RedisError, OSError) as error:
                 log.warning("key file sync: Redis unavailable (%s)", error)
-            await self._sleep(KEYFILE_EVERY_SECONDS)
+            await self._sleep(delay)
 
     async def _rollup_loop(self) -> None:
         """Count new lines into the usage aggregates after each batch (and every second, which
         also finishes a rebuild), never holding up the writing of events."""
-        while True:
+        while not self._stop.is_set():
             try:
                 await self.rollup.catch_up()
             except (RedisError, OSError) as error:
                 log.warning("usage rollup: %s; retrying", error)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rollup_due.wait(), ROLLUP_EVERY_SECONDS)
+            await self._sleep(ROLLUP_EVERY_SECONDS, self._rollup_due)
             self._rollup_due.clear()
 
     async def _tidy(self) -> None:
@@ -104,20 +135,23 @@ class UsageLogger:
             self._settings.events_path,
             self._settings.events_retention_days,
         )
-        while True:
+        while not self._stop.is_set():
             try:
                 await asyncio.to_thread(delete_expired, events_path, retention_days, time.time())
                 for path in await asyncio.to_thread(missing_sidecars, events_path):
                     await asyncio.to_thread(write_sidecar, path)
             except OSError as error:
                 log.warning("rotated event files: %s", error)
-            await asyncio.sleep(TIDY_EVERY_SECONDS)
+            await self._sleep(TIDY_EVERY_SECONDS)
 
     async def _events_loop(self) -> None:
         while not self._stop.is_set():
             try:
                 await self._ensure_group()
                 await self._consume()
+            except DiskError as error:  # the entries stay pending: read and written again
+                self.health.disk_failed(error)
+                await self._sleep(DISK_RETRY_SECONDS)
             except (RedisError, OSError) as error:
                 log.warning("event stream: Redis unavailable (%s); retrying", error)
                 await self._sleep(RETRY_DELAY_SECONDS)
@@ -134,7 +168,7 @@ class UsageLogger:
     async def _consume(self) -> None:
         """Own pending entries first (a previous run's), then new ones, claiming dead
         consumers' leftovers now and then."""
-        while await self._read_batch("0"):
+        while not self._stop.is_set() and await self._read_batch("0"):
             pass
         next_claim = 0.0
         while not self._stop.is_set():
@@ -172,14 +206,22 @@ class UsageLogger:
                 return
 
     async def _write(self, entries: list) -> None:
-        """Append, fsync, then acknowledge and delete: never the other way round."""
+        """Append, fsync, then acknowledge and delete: never the other way round. Each call
+        ends a read/write cycle: progress, for the heartbeat."""
         entries = [(entry_id, fields) for entry_id, fields in entries if fields]
-        if not entries:
-            return
+        if entries:
+            await self._append(entries)
+        self.health.progressed()
+
+    async def _append(self, entries: list) -> None:
         lines = [
             record_line(entry_id.decode(), fields, self._settings) for entry_id, fields in entries
         ]
-        self.written += await asyncio.to_thread(self.sink.append, lines)
+        try:
+            self.written += await asyncio.to_thread(self.sink.append, lines)
+        except OSError as error:
+            raise DiskError("append to", self.sink.path, error) from error
+        self.health.disk_ok(self.sink.path.name)
         ids = [entry_id for entry_id, _ in entries]
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.xack(redis_names.EVENTS_STREAM, redis_names.LOGGER_GROUP, *ids)
@@ -187,6 +229,17 @@ class UsageLogger:
             await pipe.execute()
         self._rollup_due.set()
 
-    async def _sleep(self, seconds: float) -> None:
+    async def _sleep(self, seconds: float, *wake: asyncio.Event) -> None:
+        """Sleep, cut short by stop() or any of `wake`: no loop sleeps through a stop."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+            await asyncio.wait_for(_first_set(self._stop, *wake), seconds)
+
+
+async def _first_set(*events: asyncio.Event) -> None:
+    """Wait until any of the events is set."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()

@@ -43,3 +43,7 @@ USAGE_GROUPS = "b23:usage:groups"
 USAGE_WATERMARK = "b23:usage:watermark"
 """JSON {"file": digest of a file's first line, "offset": bytes}: every line of the event files
 before this point is counted in the usage aggregates, none after it. Absent: rebuild."""
+
+LOGGER_STATUS = "b23:logger:status"
+"""Hash of logger consumer name -> its status report JSON (shared/logger_status.py): keys.json
+and disk errors, for /readyz and `python -m logger_service --check`."""

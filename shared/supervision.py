@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 RESTART_DELAY_SECONDS = 0.5
 MAX_ERROR_CHARS = 300
+STOP_TIMEOUT_SECONDS = 5.0
 
 
 def describe_failure(error: BaseException) -> str:
@@ -92,8 +93,14 @@ class Supervisor:
     def all_running(self) -> bool:
         return all(state.running for state in self._states.values())
 
-    async def stop(self) -> None:
-        """Cancel every task and wait for them to end."""
+    async def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+        """Cancel every task and wait for them to end, at most `timeout` seconds: a client
+        library that swallows a cancellation (redis-py can, inside a pipeline) must not hang
+        the shutdown. Tasks still running then are named in the log and left behind."""
         for task in self._tasks.values():
             task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(self._tasks.values(), timeout=timeout)
+        for task in pending:
+            log.error("%s did not stop within %gs of its cancellation", task.get_name(), timeout)

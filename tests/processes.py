@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import resource
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -32,6 +34,18 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def file_size_limit(max_bytes: int) -> Callable[[], None]:
+    """A preexec hook: the child can write no file past `max_bytes` (RLIMIT_FSIZE), a full disk
+    without privileges. SIGXFSZ ignored, so such a write fails with EFBIG instead of killing the
+    process, and one that crosses the limit is short."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    return limit
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -39,12 +53,26 @@ def free_port() -> int:
 
 
 class ManagedProcess:
-    """A child process with its own log file; stopped (SIGTERM, then SIGKILL) by `stop()`."""
+    """A child process with its own log file; stopped (SIGTERM, then SIGKILL) by `stop()`.
+    `preexec` runs in the child before exec, after the die-with-parent set-up."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        log_dir: Path,
+        preexec: Callable[[], None] | None = None,
+    ) -> None:
         self.name, self.argv, self.env = name, argv, env
         self.log_path = log_dir / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self._preexec = preexec
+
+    def _prepare_child(self) -> None:
+        _die_with_parent()
+        if self._preexec is not None:
+            self._preexec()
 
     def start(self) -> ManagedProcess:
         log = self.log_path.open("ab")
@@ -54,7 +82,7 @@ class ManagedProcess:
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=self._prepare_child,
         )
         log.close()
         return self
@@ -179,8 +207,10 @@ def proxy_process(name: str, port: int, env: dict[str, str], log_dir: Path) -> M
     return ManagedProcess(name, [sys.executable, "-m", "proxy_service"], env, log_dir)
 
 
-def logger_process(name: str, env: dict[str, str], log_dir: Path) -> ManagedProcess:
-    return ManagedProcess(name, [sys.executable, "-m", "logger_service"], env, log_dir)
+def logger_process(
+    name: str, env: dict[str, str], log_dir: Path, preexec: Callable[[], None] | None = None
+) -> ManagedProcess:
+    return ManagedProcess(name, [sys.executable, "-m", "logger_service"], env, log_dir, preexec)
 
 
 def fake_upstream_process(port: int, log_dir: Path) -> ManagedProcess:

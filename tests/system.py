@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -12,6 +14,7 @@ import redis
 
 from tests.processes import (
     ADMIN_TOKEN,
+    ROOT,
     ManagedProcess,
     free_port,
     logger_process,
@@ -51,18 +54,21 @@ class System:
         self._names += 1
         return f"{kind}-{self._names}"
 
-    def start_logger(self, **extra: str) -> ManagedProcess:
+    def start_logger(
+        self, preexec: Callable[[], None] | None = None, **extra: str
+    ) -> ManagedProcess:
         env = {**self.env, **extra}
-        self.logger = logger_process(self._name("logger"), env, self.root).start()
+        self.logger = logger_process(self._name("logger"), env, self.root, preexec).start()
         self.loggers.append(self.logger)
         return self.logger
 
-    def start_proxy(self, **extra: str) -> str:
+    def start_proxy(self, ready_status: int = 200, **extra: str) -> str:
+        """A proxy, once its /readyz answers `ready_status` (503: started, but not ready)."""
         port = free_port()
         process = proxy_process(self._name("proxy"), port, {**self.env, **extra}, self.root)
         process.start()
         url = f"http://127.0.0.1:{port}"
-        wait_http(url + "/readyz", process)
+        wait_http(url + "/readyz", process, status=ready_status)
         self.proxies.append(process)
         self.proxy_urls.append(url)
         return url
@@ -70,6 +76,14 @@ class System:
     def stop(self) -> None:
         for process in [*self.proxies, *self.loggers]:
             process.stop()
+
+    def logger_check(self) -> int:
+        """Exit status of `python -m logger_service --check`, the logger's health check."""
+        argv = [sys.executable, "-m", "logger_service", "--check"]
+        return subprocess.run(argv, env=self.env, cwd=ROOT, timeout=15).returncode
+
+    def readyz(self, url: str | None = None) -> httpx.Response:
+        return httpx.get((url or self.url) + "/readyz", timeout=5)
 
     def upsert(
         self, api_key: str, user_id: str, url: str | None = None, **fields

@@ -69,3 +69,22 @@ async def test_stop_cancels_every_loop(restart: bool):
     await asyncio.sleep(0)
     await supervisor.stop()
     assert not supervisor.status()["sleeper"]["running"] and not supervisor.fatal.is_set()
+
+
+async def test_stop_gives_up_on_a_loop_that_swallows_its_cancellation(caplog):
+    released = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not released.is_set():
+            try:
+                await released.wait()
+            except asyncio.CancelledError:
+                continue  # what redis-py can do inside a pipeline
+
+    supervisor = Supervisor()
+    supervisor.start("stubborn", stubborn, restart=True)
+    await asyncio.sleep(0)
+    await asyncio.wait_for(supervisor.stop(timeout=0.1), 2)
+    assert "stubborn did not stop within 0.1s" in caplog.text
+    released.set()
+    await asyncio.sleep(0.01)

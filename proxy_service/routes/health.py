@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from proxy_service.deps import State
+from shared.logger_status import files_report
 
 router = APIRouter(tags=["health"])
 
@@ -26,17 +27,24 @@ async def metrics(state: State) -> Response:
 
 @router.get("/readyz")
 async def readyz(state: State) -> Response:
-    """Ready when Redis answers and this replica holds the key set the logger loaded."""
+    """Ready when Redis answers, this replica holds the key set the logger loaded, its usage
+    events are being published, and every background task runs."""
     try:
         redis_ok = bool(await state.redis.ping())
     except (RedisError, OSError):
         redis_ok = False
-    ready = redis_ok and state.keys.loaded
+    publishing = state.events.redis_ok
+    tasks_ok = state.supervisor.all_running
+    ready = redis_ok and state.keys.loaded and publishing and tasks_ok
     body = {
         "ready": ready,
         "redis": redis_ok,
         "keys_loaded": state.keys.loaded,
+        "publishing": publishing,
         "events_pending": state.events.pending,
         "events_dropped": state.events.dropped,
+        "events_sanitised": state.events.sanitised,
+        "tasks": state.supervisor.status(),
+        "logger": await files_report(state.redis),
     }
     return JSONResponse(body, status_code=200 if ready else 503)
