@@ -79,3 +79,10 @@ def _wrapper(levels: int) -> tuple[list[Any], list[Any]]:
     for _ in range(levels - 1):
         outer = [outer]
     return outer, slot
+
+
+def logged_prompt(raw: bytes, body: dict[str, Any] | None) -> Any:
+    """The prompt as the client sent it: its bytes embedded verbatim when they parsed."""
+    if body is not None:
+        return orjson.Fragment(raw)
+    return raw.decode("utf-8", "replace")
