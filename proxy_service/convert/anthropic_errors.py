@@ -9,9 +9,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-import orjson
-
-_MAX_MESSAGE = 2000
+from proxy_service.convert.upstream_errors import (
+    CONTEXT_MARKERS,
+    KEEP_AS_IS,
+    retry_headers,
+    upstream_message,
+)
 
 # status -> (client status, error type); statuses not listed fall back by class (4xx / 5xx).
 _STATUS_MAP: dict[int, tuple[int, str]] = {
@@ -30,21 +33,9 @@ _STATUS_MAP: dict[int, tuple[int, str]] = {
     504: (529, "overloaded_error"),
     529: (529, "overloaded_error"),
 }
-# Upstream statuses whose text is never reinterpreted as a context-length or overload error.
-_KEEP_AS_IS = frozenset({401, 402, 403, 404, 429})
-_CONTEXT_MARKERS = (
-    "context_length_exceeded",
-    "maximum context length",
-    "context length",
-    "context window",
-    "prompt is too long",
-    "input is too long",
-    "too many input tokens",
-)
 _OVERLOAD_MARKERS = ("overloaded", "capacity")
 _MAX_TOKENS_RE = re.compile(r"(?:maximum context length|context length|limit) is (\d+)")
 _PROMPT_TOKENS_RE = re.compile(r"(?:resulted in|you requested|requested|prompt contains) (\d+)")
-_RETRY_HEADERS = ("retry-after", "retry-after-ms")
 _UPSTREAM_AUTH_MESSAGE = (
     "The upstream provider rejected the proxy's credentials; contact the proxy administrator."
 )
@@ -76,51 +67,13 @@ def anthropic_error(
         return client_status, error_body(error_type, _UPSTREAM_AUTH_MESSAGE), {}
     message = upstream_message(body) or f"upstream returned HTTP {status}"
     lowered = message.lower()
-    if status not in _KEEP_AS_IS:
-        if any(marker in lowered for marker in _CONTEXT_MARKERS):
+    if status not in KEEP_AS_IS:
+        if any(marker in lowered for marker in CONTEXT_MARKERS):
             # Claude Code compacts on this wording; a 5xx here would make it resend forever.
             return 400, error_body("invalid_request_error", _prompt_too_long(message)), {}
         if status >= 500 and any(marker in lowered for marker in _OVERLOAD_MARKERS):
             client_status, error_type = 529, "overloaded_error"
-    extra = {
-        name: value
-        for name, value in ((k.lower(), v) for k, v in headers.items())
-        if name in _RETRY_HEADERS
-    }
-    return client_status, error_body(error_type, message), extra
-
-
-def upstream_message(body: bytes) -> str:
-    """The human message inside any common error body shape, or its plain text, bounded."""
-    text = body.decode("utf-8", "replace").strip()
-    if not text:
-        return ""
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        if text.startswith("<"):
-            return ""  # an HTML error page from a load balancer says nothing useful
-        return text[:_MAX_MESSAGE]
-    return _find_message(parsed)[:_MAX_MESSAGE] or text[:_MAX_MESSAGE]
-
-
-def _find_message(node: object) -> str:
-    """Walk OpenAI `error.message`, vLLM `message`, FastAPI/Bedrock `detail`, AWS `Message`."""
-    match node:
-        case str():
-            return node.strip()
-        case {"error": error} if error:
-            return _find_message(error)
-        case {"message": message} if message:
-            return _find_message(message)
-        case {"detail": detail} if detail:
-            return _find_message(detail)
-        case {"Message": message} if message:
-            return _find_message(message)
-        case dict() | list() if node:
-            return orjson.dumps(node).decode()
-        case _:
-            return ""
+    return client_status, error_body(error_type, message), retry_headers(headers)
 
 
 def _prompt_too_long(message: str) -> str:

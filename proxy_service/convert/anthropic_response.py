@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
 
 import json_repair
 import orjson
 
 from proxy_service.convert.anthropic_request import ConvertedRequest
-from proxy_service.convert.openai_usage import token_count
+from proxy_service.convert.chat_message import message_calls, reasoning_text, visible_text
+from proxy_service.convert.openai_usage import first_count, token_count
 from proxy_service.convert.token_count import estimate_json, estimate_text
 from proxy_service.ids import random_hex
 
@@ -35,12 +35,12 @@ def usage_from_openai(
     details = usage.get("prompt_tokens_details")
     if not isinstance(details, dict):
         details = {}
-    read = _first_count(
+    read = first_count(
         details.get("cached_tokens"),
         usage.get("prompt_cache_hit_tokens"),  # DeepSeek
         usage.get("cache_read_input_tokens"),
     )
-    write = _first_count(
+    write = first_count(
         details.get("cache_creation_tokens"),
         details.get("cache_write_tokens"),
         usage.get("cache_creation_input_tokens"),
@@ -105,28 +105,6 @@ def matched_stop(choice: dict) -> object:
     return choice.get("stop_reason") or choice.get("matched_stop")
 
 
-def reasoning_text(payload: dict) -> str:
-    """`reasoning_content` (DeepSeek, vLLM, SGLang) or `reasoning` (OpenRouter), first non-empty."""
-    value = payload.get("reasoning_content") or payload.get("reasoning")
-    return value if isinstance(value, str) else ""
-
-
-def visible_text(payload: dict) -> str:
-    """`content` (a string, or text parts from some servers) plus any `refusal`."""
-    content = payload.get("content")
-    refusal = payload.get("refusal")
-    if refusal is None and isinstance(content, str):
-        return content  # the per-chunk fast path
-    if isinstance(content, list):
-        content = "".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
-        )
-    texts = [t for t in (content, refusal) if isinstance(t, str) and t]
-    return "\n\n".join(texts)
-
-
 def openai_to_anthropic_message(response: dict, request: ConvertedRequest, message_id: str) -> dict:
     """The exact Anthropic Message for a buffered upstream answer; never raises."""
     choices = response.get("choices") if isinstance(response, dict) else None
@@ -141,7 +119,7 @@ def openai_to_anthropic_message(response: dict, request: ConvertedRequest, messa
     if text := visible_text(message):
         content.append({"type": "text", "text": text})
     seen: set[str] = set()
-    for name, arguments, raw_id in _calls(message):
+    for name, arguments, raw_id in message_calls(message):
         call_id = tool_use_id(raw_id)
         if call_id in seen:
             call_id = tool_use_id(None)  # a repeated upstream id would confuse tool_result pairing
@@ -177,18 +155,6 @@ def openai_to_anthropic_message(response: dict, request: ConvertedRequest, messa
     }
 
 
-def _calls(message: dict) -> Iterator[tuple[str, object, object]]:
-    """(name, arguments, id) of each `tool_calls` entry and the legacy `function_call`."""
-    calls = message.get("tool_calls")
-    entries = [c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
-    if isinstance(legacy := message.get("function_call"), dict):
-        entries.append({"function": legacy})
-    for entry in entries:
-        function = entry.get("function")
-        if isinstance(function, dict) and isinstance(name := function.get("name"), str) and name:
-            yield name, function.get("arguments"), entry.get("id")
-
-
 def _estimate_output(content: list[dict]) -> int:
     """Output tokens from the visible result, for upstreams that report no usage."""
     total = 0.0
@@ -201,10 +167,3 @@ def _estimate_output(content: list[dict]) -> int:
             case "tool_use":
                 total += estimate_json(block["input"]) + estimate_text(block["name"])
     return max(1, math.ceil(total))
-
-
-def _first_count(*values: object) -> int:
-    for value in values:
-        if (count := token_count(value)) is not None:
-            return count
-    return 0

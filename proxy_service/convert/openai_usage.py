@@ -46,3 +46,11 @@ def estimated_usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any
         "cached_tokens": 0,
         "estimated": True,
     }
+
+
+def first_count(*values: object) -> int:
+    """The first of `values` that is a count (servers name cache counts differently), else 0."""
+    for value in values:
+        if (count := token_count(value)) is not None:
+            return count
+    return 0
