@@ -17,7 +17,7 @@ def stream_response(raw: str, protocol: str) -> dict[str, Any]:
     """Chunks and their assembled result; chunks of a shape no API sends (the upstream's data,
     passed on as it came) leave `unassembled` saying why instead of failing the record."""
     chunks = _chunks(raw)
-    assemble = assemble_anthropic if protocol == "anthropic_messages" else assemble_openai
+    assemble = ASSEMBLERS.get(protocol, assemble_openai)
     try:
         return {"chunk_count": len(chunks), "assembled": assemble(chunks), "chunks": chunks}
     except Exception as error:  # any odd shape: the line must be written all the same
@@ -167,3 +167,27 @@ def _fold_block_delta(
             block["signature"] = delta.get("signature", "")
         case "input_json_delta":
             partial_json.setdefault(index, []).append(delta.get("partial_json", ""))
+
+
+TERMINAL_RESPONSE_EVENTS = ("response.completed", "response.incomplete", "response.failed")
+
+
+def assemble_responses(events: list[Any]) -> dict[str, Any]:
+    """The Response object of a Responses stream: every terminal event carries the whole of it
+    (output and usage), so it is taken as sent; a stream cut before one keeps the latest
+    Response it announced (created or in progress), marked as never finished."""
+    latest: dict[str, Any] = {}
+    for event in events:
+        if not isinstance(event, dict) or not isinstance(event.get("response"), dict):
+            continue
+        latest = event["response"]
+        if event.get("type") in TERMINAL_RESPONSE_EVENTS:
+            return latest
+    return {**latest, "status": "cut"} if latest else {"status": "cut"}
+
+
+ASSEMBLERS = {
+    "openai_chat": assemble_openai,
+    "anthropic_messages": assemble_anthropic,
+    "openai_responses": assemble_responses,
+}

@@ -15,13 +15,25 @@ from starlette.exceptions import HTTPException
 from proxy_service.admin_guard import AdminGuard
 from proxy_service.convert.anthropic_request import ConversionOptions
 from proxy_service.convert.model_map import ModelMap
+from proxy_service.convert.responses import ResponsesOptions
+from proxy_service.deps import proxy_state
 from proxy_service.errors import ProxyError, error_response
 from proxy_service.keystore import KeyStore
 from proxy_service.keywriter import KeyWriter
 from proxy_service.limits import Limiter
+from proxy_service.model_catalog import ModelCatalog
 from proxy_service.observability import Metrics
 from proxy_service.publisher import EventPublisher
-from proxy_service.routes import admin, anthropic, health, openai, usage
+from proxy_service.routes import (
+    admin,
+    anthropic,
+    embeddings,
+    health,
+    models,
+    openai,
+    responses,
+    usage,
+)
 from proxy_service.shutdown import ShutdownWatch
 from proxy_service.state import ProxyState
 from proxy_service.upstream import Upstream
@@ -29,6 +41,7 @@ from shared.settings import Settings
 from shared.supervision import Supervisor
 
 SHUTDOWN_DRAIN_SECONDS = 5.0
+MAX_ECHOED_PATH = 200
 
 
 def conversion_options(settings: Settings) -> ConversionOptions:
@@ -38,6 +51,18 @@ def conversion_options(settings: Settings) -> ConversionOptions:
         max_tokens_cap=settings.max_tokens_cap,
         reasoning_content_in_history=settings.reasoning_content_in_history,
         send_reasoning_effort=settings.send_reasoning_effort,
+    )
+
+
+def responses_options(settings: Settings, conversion: ConversionOptions) -> ResponsesOptions:
+    """/v1/responses conversion switches: the Anthropic route's where they mean the same."""
+    return ResponsesOptions(
+        model_map=conversion.model_map,
+        default_max_output_tokens=settings.responses_default_max_output_tokens or None,
+        max_tokens_cap=conversion.max_tokens_cap,
+        send_reasoning_effort=conversion.send_reasoning_effort,
+        reasoning_content_in_history=conversion.reasoning_content_in_history,
+        strict_tools=settings.responses_hosted_tools == "error",
     )
 
 
@@ -51,6 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
         keys = KeyStore(redis)
         events = EventPublisher(redis, settings.event_buffer_size)
         supervisor = Supervisor()
+        catalog = ModelCatalog(upstream)
         app.state.proxy = ProxyState(
             settings,
             redis,
@@ -64,6 +90,8 @@ def create_app(settings: Settings) -> FastAPI:
             Metrics(events),
             supervisor,
             AdminGuard(),
+            catalog,
+            responses_options(settings, conversion),
         )
         app.state.proxy.shutdown.install()
         with contextlib.suppress(RedisError, OSError):
@@ -75,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await supervisor.stop()
             await events.drain(SHUTDOWN_DRAIN_SECONDS)
+            await catalog.aclose()
             await upstream.aclose()
             await redis.aclose()
 
@@ -83,7 +112,10 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="b23-llm-proxy", lifespan=lifespan, telemetry=telemetry)
     app.include_router(health.router)
     app.include_router(openai.router)
+    app.include_router(embeddings.router)
+    app.include_router(models.router)
     app.include_router(anthropic.router)
+    app.include_router(responses.router)
     app.include_router(admin.router)
     app.include_router(usage.router)
     install_error_handlers(app)
@@ -99,17 +131,34 @@ def install_error_handlers(app: FastAPI) -> None:
             f"{'.'.join(str(part) for part in issue['loc'][1:]) or 'body'}: {issue['msg']}"
             for issue in error.errors()
         )
-        return error_response(ProxyError.with_status(400, problems), request.url.path)
+        return error_response(ProxyError.with_status(400, problems), request)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:
-        proxy_error = ProxyError.with_status(error.status_code, str(error.detail))
-        return error_response(proxy_error, request.url.path)
+        message = str(error.detail)
+        if unserved(request, error.status_code):
+            proxy_state(request).metrics.unknown_routes.seen(request.method, request.url.path)
+            message = unserved_message(request, error)
+        proxy_error = ProxyError(message, dict(error.headers or {}), error.status_code)
+        return error_response(proxy_error, request)
 
     async def rendered(request: Request, error: Exception) -> Response:
-        return error_response(error, request.url.path)
+        return error_response(error, request)
 
     # Registered one by one: Starlette handles these classes without re-raising, but an
     # `Exception` handler runs in ServerErrorMiddleware, which re-raises (logging a traceback).
     for handled in (ProxyError, RedisError, Exception):
         app.add_exception_handler(handled, rendered)
+
+
+def unserved(request: Request, status: int) -> bool:
+    """A request no endpoint took: no route has its path (404), or none its method (405)."""
+    return status == 405 or (status == 404 and "endpoint" not in request.scope)
+
+
+def unserved_message(request: Request, error: HTTPException) -> str:
+    path = request.url.path[:MAX_ECHOED_PATH]
+    if error.status_code == 404:
+        return f"{request.method} {path}: no such route on this gateway"
+    allowed = (error.headers or {}).get("Allow", "")
+    return f"{request.method} {path}: method not allowed (allowed: {allowed})"

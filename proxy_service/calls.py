@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,9 @@ from starlette.requests import ClientDisconnect
 
 from proxy_service.auth import authenticate
 from proxy_service.bodies import logged_prompt, parse_json_object, read_body
+from proxy_service.convert.openai_usage import estimated_usage
 from proxy_service.deps import proxy_state
+from proxy_service.encodings import decoded_body
 from proxy_service.errors import ClientGone, InternalError, InvalidRequest, ProxyError
 from proxy_service.metering import UsageMeter
 from proxy_service.state import ProxyState
@@ -37,6 +39,7 @@ class MeteredCall:
     state: ProxyState
     client_key: str
     meter: UsageMeter
+    headers: Mapping[str, str]
     raw: bytes = b""
     body: dict[str, Any] | None = None
 
@@ -46,6 +49,15 @@ class MeteredCall:
 
     def fail(self, status: int, error: str) -> None:
         self.meter.finish(status_code=status, error=error, prompt=self.prompt)
+
+    def translated_usage(self, usage: dict[str, Any], estimated: bool) -> dict[str, Any] | None:
+        """A stream translator's usage: the upstream's, or the translator's estimate marked as
+        one (none at all when ESTIMATE_MISSING_USAGE is off)."""
+        if not estimated:
+            return usage
+        if not self.state.settings.estimate_missing_usage:
+            return None
+        return estimated_usage(usage["prompt_tokens"], usage["completion_tokens"])
 
     def answered(self, error: ProxyError) -> ProxyError:
         """`error` carrying this request's id header, as every metered answer does."""
@@ -60,9 +72,12 @@ async def metered(request: Request, protocol: Protocol, handler: Handler) -> Res
     """401 (unmetered) without a valid key; from then on every outcome is metered once."""
     state = proxy_state(request)
     client_key, key = authenticate(request.headers, state.keys)
-    call = MeteredCall(state, client_key, UsageMeter(state, protocol, key, request.headers))
+    meter = UsageMeter(state, protocol, key, request.headers)
+    call = MeteredCall(state, client_key, meter, request.headers)
     try:
-        call.raw = await read_body(request, state.settings.max_request_bytes)
+        limit = state.settings.max_request_bytes
+        raw = await read_body(request, limit)
+        call.raw = decoded_body(raw, request.headers.get("content-encoding"), limit)
         await state.limiter.admit(key)
         call.body = parse_request(call.raw, state.settings.max_json_depth)
         return await handler(call)

@@ -14,8 +14,10 @@ ProxyError                  status + message, rendered per protocol
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import orjson
+from fastapi import Request
 from fastapi.responses import Response
 from redis.exceptions import RedisError
 
@@ -33,13 +35,27 @@ OPENAI_ERROR_TYPES = {
     413: "invalid_request_error",
     429: "rate_limit_exceeded",
 }
+STATUS_CODES = {
+    400: "invalid_request",
+    401: "invalid_api_key",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+    422: "invalid_request",
+    429: "rate_limit_exceeded",
+    503: "unavailable",
+}
+"""The `code` of an error whose class names none: the usual one for its status."""
 
 
 class ProxyError(Exception):
     """An error with the HTTP status and message the client should see."""
 
     status: int = 500
-    code: str = "internal_error"
+    code: str | None = None
+    """Set by each subclass; else STATUS_CODES' for the status (a client branching on `code`
+    must not read `internal_error` on a 404)."""
 
     def __init__(
         self, message: str, headers: dict[str, str] | None = None, status: int | None = None
@@ -49,6 +65,9 @@ class ProxyError(Exception):
         self.headers = headers or {}
         if status is not None:
             self.status = status
+        if self.code is None:
+            fallback = "invalid_request" if self.status < 500 else "internal_error"
+            self.code = STATUS_CODES.get(self.status, fallback)
 
     @classmethod
     def with_status(cls, status: int, message: str) -> ProxyError:
@@ -126,14 +145,17 @@ def render_error(error: ProxyError, protocol: str) -> Response:
     return Response(body, error.status, headers=error.headers, media_type="application/json")
 
 
-def protocol_of(path: str) -> str:
-    """Errors on Anthropic routes use Anthropic's shape; all others OpenAI's."""
-    return "anthropic" if path.startswith("/v1/messages") else "openai"
+def protocol_of(path: str, headers: Mapping[str, str]) -> str:
+    """Anthropic's shape on Anthropic routes and for requests that carry `anthropic-version`
+    (every Anthropic client sends it, e.g. Claude Code listing models); OpenAI's otherwise."""
+    anthropic = path.startswith("/v1/messages") or "anthropic-version" in headers
+    return "anthropic" if anthropic else "openai"
 
 
-def error_response(error: Exception, path: str) -> Response:
+def error_response(error: Exception, request: Request) -> Response:
     """Any exception a route let out, as the client should see it: a ProxyError as itself,
     Redis trouble as 503, anything else as a logged 500 (never a traceback)."""
+    path = request.url.path
     if isinstance(error, ProxyError):
         proxy_error = error
     elif isinstance(error, RedisError):
@@ -141,4 +163,4 @@ def error_response(error: Exception, path: str) -> Response:
     else:
         log.error("unhandled error on %s: %s", path, describe_failure(error))
         proxy_error = InternalError("internal proxy error")
-    return render_error(proxy_error, protocol_of(path))
+    return render_error(proxy_error, protocol_of(path, request.headers))

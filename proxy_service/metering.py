@@ -25,8 +25,10 @@ MAX_NAME_CHARS = 256
 MAX_ERROR_CHARS = 2000
 
 KNOWN_USER_AGENTS = (
-    ("claude-cli/", "claude-code"),
     ("claude-code/", "claude-code"),
+    ("codex_", "codex"),
+    ("qwencode/", "qwen-code"),
+    ("agents/python", "openai-agents-sdk"),
     ("anthropic/python", "anthropic-python-sdk"),
     ("asyncanthropic/python", "anthropic-python-sdk"),
     ("anthropic/js", "anthropic-js-sdk"),
@@ -34,24 +36,47 @@ KNOWN_USER_AGENTS = (
     ("asyncopenai/python", "openai-python-sdk"),
     ("openai/js", "openai-js-sdk"),
 )
+"""User-Agent prefixes (lower case) of clients whose agent names them (tests/test_client_app.py
+holds the header sets real clients send). Aider and LangChain's ChatOpenAI send the openai SDK's
+own agent and nothing else: only `x-client-app` tells them apart."""
+CLAUDE_CLI = "claude-cli/"
+"""Claude Code's agent, also sent by qwen-code in its Anthropic mode."""
 
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-REQUEST_ID_HEADERS = {"openai_chat": "x-request-id", "anthropic_messages": "request-id"}
+REQUEST_ID_HEADERS = {
+    "openai_chat": "x-request-id",
+    "openai_embeddings": "x-request-id",
+    "openai_responses": "x-request-id",
+    "anthropic_messages": "request-id",
+}
 """Where each API puts its request id (the SDKs expose these)."""
 
 
 def client_app_from(headers: Mapping[str, str]) -> str:
-    """x-client-app if given, else a name for a known User-Agent, else its product name."""
+    """x-client-app if given, else Codex by its `originator` header, else a name for a known
+    User-Agent, else its product name."""
     explicit = headers.get("x-client-app", "").strip()
     if explicit:
         return explicit[:64]
+    if headers.get("originator", "").lower().startswith("codex"):
+        return "codex"
     agent = headers.get("user-agent", "").strip().lower()
+    if agent.startswith(CLAUDE_CLI):
+        return "claude-code" if _sent_by_claude_code(headers) else "qwen-code"
     for prefix, name in KNOWN_USER_AGENTS:
         if agent.startswith(prefix):
             return name
     product = agent.split("/", 1)[0].split(" ", 1)[0]
     return product[:64] or "unknown"
+
+
+def _sent_by_claude_code(headers: Mapping[str, str]) -> bool:
+    """Claude Code sends its session id and its `claude-code-` beta; qwen-code, which borrows
+    its agent, sends neither (research/real-clients.md, F6)."""
+    return "x-claude-code-session-id" in headers or "claude-code-" in headers.get(
+        "anthropic-beta", ""
+    )
 
 
 def now_ms() -> int:
@@ -175,6 +200,7 @@ class UsageMeter:
         if response_stream is not None:
             event["response_stream"] = response_stream
         self._publisher.publish(event)
+        self._metrics.requests.add(self.base["protocol"], status_code)
         if usage is not None:
             self._limiter.charge(self._key, usage["total_tokens"])
 

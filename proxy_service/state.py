@@ -8,9 +8,11 @@ from redis.asyncio import Redis
 
 from proxy_service.admin_guard import AdminGuard
 from proxy_service.convert.anthropic_request import ConversionOptions
+from proxy_service.convert.responses import ResponsesOptions
 from proxy_service.keystore import KeyStore
 from proxy_service.keywriter import KeyWriter
 from proxy_service.limits import Limiter
+from proxy_service.model_catalog import ModelCatalog
 from proxy_service.observability import Metrics
 from proxy_service.publisher import EventPublisher
 from proxy_service.shutdown import ShutdownWatch
@@ -33,3 +35,5 @@ class ProxyState:
     metrics: Metrics
     supervisor: Supervisor
     admin_guard: AdminGuard
+    models: ModelCatalog
+    responses_options: ResponsesOptions

@@ -38,6 +38,14 @@ MAX_ERROR_BODY_BYTES = 1 << 20
 REDACTED = b"[redacted credential]"
 MAX_CONNECTIONS = 1000
 KEEPALIVE_SECONDS = 5.0
+CHAT_COMPLETIONS = "chat/completions"
+EMBEDDINGS = "embeddings"
+MODELS = "models"
+ENDPOINTS = (CHAT_COMPLETIONS, EMBEDDINGS, MODELS)
+"""Paths under UPSTREAM_BASE_URL the proxy calls; nothing a client sends picks another."""
+LIST_READ_TIMEOUT = 10.0
+"""Seconds a GET (the model list) may wait for its answer: a listing must not hang for
+UPSTREAM_READ_TIMEOUT (600 s) when the upstream is stuck."""
 
 
 def describe_transport_error(error: BaseException) -> UpstreamFailure:
@@ -125,7 +133,8 @@ class UpstreamStream:
 
 
 class Upstream:
-    """POSTs chat completion bodies to `{UPSTREAM_BASE_URL}/chat/completions`."""
+    """POSTs bodies to `{UPSTREAM_BASE_URL}/{endpoint}` (chat/completions, embeddings) and GETs
+    the model list, each endpoint's URL parsed once."""
 
     def __init__(self, settings: Settings) -> None:
         session = aiohttp.ClientSession(
@@ -140,7 +149,10 @@ class Upstream:
         self._transport = AiohttpTransport(client=session)
         self._client = httpx.AsyncClient(transport=self._transport, trust_env=False)
         """The process's one client: it owns the transport and closes it."""
-        self._url = httpx.URL(settings.upstream_base_url + "/chat/completions")
+        self._urls = {
+            endpoint: httpx.URL(f"{settings.upstream_base_url}/{endpoint}")
+            for endpoint in ENDPOINTS
+        }
         self._api_key = (
             settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
         )
@@ -150,29 +162,33 @@ class Upstream:
             "write": settings.upstream_read_timeout,
             "pool": settings.upstream_connect_timeout,
         }
-        self._fixed_headers = [
-            (b"host", self._url.netloc),
-            (b"content-type", b"application/json"),
-            (b"accept-encoding", b"identity"),
-        ]
+        self._list_timeouts = {
+            **self._timeouts,
+            "read": min(settings.upstream_read_timeout, LIST_READ_TIMEOUT),
+        }
+        host = self._urls[CHAT_COMPLETIONS].netloc
+        self._get_headers = [(b"host", host), (b"accept-encoding", b"identity")]
+        self._post_headers = [*self._get_headers, (b"content-type", b"application/json")]
 
     def credential(self, client_key: str) -> bytes:
         """What the upstream request authenticates with: UPSTREAM_API_KEY, else the client's."""
         return (self._api_key or client_key).encode()
 
-    def _request(self, body: bytes, client_key: str) -> httpx.Request:
-        """Fixed headers only: nothing the client sends is forwarded but its body (and its key
-        when no UPSTREAM_API_KEY is set), so a client cannot steer the upstream request."""
-        headers = [
-            *self._fixed_headers,
-            (b"authorization", b"Bearer " + self.credential(client_key)),
-        ]
+    def _request(self, endpoint: str, client_key: str, body: bytes | None) -> httpx.Request:
+        """A POST of `body`, or a GET when there is none (a list: a short read timeout). Fixed
+        headers only: nothing the client sends is forwarded but its body (and its key when no
+        UPSTREAM_API_KEY is set), so a client cannot steer the upstream request."""
+        if body is None:
+            method, fixed, timeouts = "GET", self._get_headers, self._list_timeouts
+        else:
+            method, fixed, timeouts = "POST", self._post_headers, self._timeouts
+        headers = [*fixed, (b"authorization", b"Bearer " + self.credential(client_key))]
         return httpx.Request(
-            "POST",
-            self._url,
+            method,
+            self._urls[endpoint],
             headers=headers,
             content=body,
-            extensions={"timeout": self._timeouts},
+            extensions={"timeout": timeouts},
         )
 
     async def aclose(self) -> None:
@@ -185,10 +201,19 @@ class Upstream:
             log.error("the upstream refused UPSTREAM_API_KEY (HTTP %d)", status)
             raise UpstreamFailure("the upstream rejected the proxy's credentials")
 
-    async def post(self, body: bytes, client_key: str) -> UpstreamReply:
+    async def post(
+        self, body: bytes, client_key: str, endpoint: str = CHAT_COMPLETIONS
+    ) -> UpstreamReply:
+        return await self._send(self._request(endpoint, client_key, body), client_key)
+
+    async def get(self, endpoint: str, client_key: str) -> UpstreamReply:
+        return await self._send(self._request(endpoint, client_key, None), client_key)
+
+    async def _send(self, request: httpx.Request, client_key: str) -> UpstreamReply:
+        """The whole reply, read and redacted."""
         started = time.perf_counter()
         with translated_errors():
-            response = await self._transport.handle_async_request(self._request(body, client_key))
+            response = await self._transport.handle_async_request(request)
             try:
                 content = b"".join([chunk async for chunk in response.stream])
             finally:
@@ -205,10 +230,13 @@ class Upstream:
             waited=time.perf_counter() - started,
         )
 
-    async def open_stream(self, body: bytes, client_key: str) -> UpstreamStream:
+    async def open_stream(
+        self, body: bytes, client_key: str, endpoint: str = CHAT_COMPLETIONS
+    ) -> UpstreamStream:
         started = time.perf_counter()
+        request = self._request(endpoint, client_key, body)
         with translated_errors():
-            response = await self._transport.handle_async_request(self._request(body, client_key))
+            response = await self._transport.handle_async_request(request)
         stream = UpstreamStream(
             response, time.perf_counter() - started, self.credential(client_key)
         )

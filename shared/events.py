@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Protocol = Literal["openai_chat", "anthropic_messages"]
+Protocol = Literal["openai_chat", "openai_embeddings", "openai_responses", "anthropic_messages"]
+"""The API a request came in on; the proxy's metrics label every protocol listed here."""
 
 
 class Usage(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,7 +20,7 @@ class Settings(BaseSettings):
 
     upstream_base_url: str = Field(
         "https://api.openai.com/v1",
-        description="Base URL of the OpenAI-compatible upstream; /chat/completions is appended.",
+        description="Base URL of the OpenAI-compatible upstream; /chat/completions etc. appended.",
     )
     upstream_api_key: SecretStr | None = Field(
         None,
@@ -79,6 +80,17 @@ class Settings(BaseSettings):
     )
     limits_fail_open: bool = Field(
         True, description="Serve requests when Redis is unreachable for rate limits and quotas."
+    )
+    responses_default_max_output_tokens: int = Field(
+        32_768,
+        ge=0,
+        description="/v1/responses: max_tokens sent upstream when the client sets no "
+        "max_output_tokens (Codex never does, and a length stop ends its turn); 0 sends none.",
+    )
+    responses_hosted_tools: Literal["drop", "error"] = Field(
+        "drop",
+        description="/v1/responses: hosted tools the upstream cannot run (web_search, ...) "
+        "are dropped, or refused with a 400 unsupported_tool_type.",
     )
     max_json_depth: int = Field(
         128,

@@ -1,8 +1,11 @@
-"""A scripted fake OpenAI Chat Completions server for tests (`python -m tests.fake_upstream`).
+"""A scripted fake OpenAI server for tests (`python -m tests.fake_upstream`): chat completions,
+embeddings and the model list.
 
 Without a script it answers like OpenAI: a fixed text reply, streamed or not, with usage (and
-the usage-only chunk when `stream_options.include_usage` is set). `POST /_script` queues replies
-for the next requests, in order:
+the usage-only chunk when `stream_options.include_usage` is set); EMBEDDING_DIMENSIONS-float
+vectors, one per input string, as floats or base64 as `encoding_format` asks, with
+EMBEDDING_USAGE; MODELS for `GET /v1/models`. `POST /_script` queues replies for the next
+requests to any of the three, in order:
 
     {"status": 429, "json": {...}, "headers": {"retry-after": "7"}}   any JSON answer
     {"status": 502, "body": "<html>bad gateway</html>", "content_type": "text/html"}
@@ -14,7 +17,8 @@ for the next requests, in order:
 Any string of a step may hold `{credential}`: it becomes the bearer token the request carried
 (an upstream quoting the key it was given, as many do in their error messages).
 
-`GET /_requests` lists what was received (body and headers); `DELETE /_requests` clears it.
+`GET /_requests` lists what was received (path, body and headers; a GET's body is null);
+`DELETE /_requests` clears it.
 
 Model `cc-tool-loop` (when no script step is queued) plays a two-turn tool loop for a real agent
 such as Claude Code, whatever side requests it makes besides:
@@ -31,6 +35,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import struct
 from typing import Any
 
 import orjson
@@ -43,6 +49,13 @@ from starlette.routing import Route
 REPLY_TEXT = "Hello! How can I help?"
 REPLY_PARTS = ("Hello", "!", " How can I help?")
 USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+EMBEDDING_USAGE = {"prompt_tokens": 6, "total_tokens": 6}
+EMBEDDING_DIMENSIONS = 8
+EMBEDDING_VECTOR = [round(0.125 * (i + 1), 3) for i in range(EMBEDDING_DIMENSIONS)]
+MODELS = [
+    {"id": "fake-model", "object": "model", "created": 1700000000, "owned_by": "fake"},
+    {"id": "fake-embedding", "object": "model", "created": 1700000001, "owned_by": "fake"},
+]
 TOOL_LOOP_MODEL = "cc-tool-loop"
 TOOL_LOOP_DONE = "TOOL-LOOP-DONE"
 TOOL_LOOP_FILE = "b23-marker.txt"
@@ -69,13 +82,33 @@ class FakeUpstream:
         self.received: list[dict[str, Any]] = []
         self.open_streams = 0
 
+    def receive(self, request: Request, body: Any) -> dict[str, Any] | None:
+        """Note the request; the next scripted step, if any."""
+        entry = {"path": request.url.path, "body": body, "headers": dict(request.headers)}
+        self.received.append(entry)
+        return self.script.pop(0) if self.script else None
+
     async def chat(self, request: Request) -> Response:
-        raw = await request.body()
-        body = orjson.loads(raw)
-        self.received.append({"body": body, "headers": dict(request.headers)})
-        step = self.script.pop(0) if self.script else None
+        body = orjson.loads(await request.body())
+        step = self.receive(request, body)
         if step is None:
             return self.default_reply(body)
+        return await self.scripted_reply(step, request)
+
+    async def embeddings(self, request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        step = self.receive(request, body)
+        if step is None:
+            return JSONResponse(embedding_reply(body))
+        return await self.scripted_reply(step, request)
+
+    async def models(self, request: Request) -> Response:
+        step = self.receive(request, None)
+        if step is None:
+            return JSONResponse({"object": "list", "data": MODELS})
+        return await self.scripted_reply(step, request)
+
+    async def scripted_reply(self, step: dict[str, Any], request: Request) -> Response:
         step = with_credential(step, request.headers.get("authorization", ""))
         await asyncio.sleep(step.get("respond_after", 0))
         if "sse" in step:
@@ -102,14 +135,18 @@ class FakeUpstream:
         )
 
     def tool_loop_reply(self, body: dict[str, Any]) -> Response:
-        """The `cc-tool-loop` model: tool result -> final text; Bash offered -> call it."""
+        """The `cc-tool-loop` model: tool result -> final text; Bash (Claude Code) or a shell
+        tool (Codex CLI's `exec_command` or `shell`) offered -> call it."""
         model, call = body["model"], None
         result = tool_loop_result(body.get("messages") or [])
         tools = [(tool.get("function") or {}).get("name") for tool in body.get("tools") or []]
+        shell = shell_tool(body.get("tools") or [])
         if result is not None:
             text = f"{TOOL_LOOP_DONE}: {result}"
         elif "Bash" in tools:
             text, call = "", TOOL_LOOP_CALL
+        elif shell is not None:
+            text, call = "", shell_call(shell)
         else:
             text = tool_loop_side_text(body.get("response_format"))
         if not body.get("stream"):
@@ -171,6 +208,31 @@ def with_credential(step: dict[str, Any], authorization: str) -> dict[str, Any]:
     return orjson.loads(raw.replace(b"{credential}", token))
 
 
+SHELL_TOOLS = ("exec_command", "shell", "local_shell")
+
+
+def shell_tool(tools: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The function of the first shell-like tool on offer (Codex names them these)."""
+    for tool in tools:
+        function = tool.get("function") or {}
+        if function.get("name") in SHELL_TOOLS:
+            return function
+    return None
+
+
+def shell_call(function: dict[str, Any]) -> dict[str, Any]:
+    """A call of `function` running `cat` on the marker file: its command parameter (the first
+    required one) as a string, or as an argv when the schema wants an array."""
+    parameters = function.get("parameters") or {}
+    properties = parameters.get("properties") or {}
+    name = next(iter(parameters.get("required") or properties or ["cmd"]))
+    command: Any = f"cat {TOOL_LOOP_FILE}"
+    if (properties.get(name) or {}).get("type") == "array":
+        command = ["bash", "-lc", command]
+    arguments = orjson.dumps({name: command}).decode()
+    return {**TOOL_LOOP_CALL, "function": {"name": function["name"], "arguments": arguments}}
+
+
 def tool_loop_result(messages: list[dict[str, Any]]) -> str | None:
     """The text of the tool messages after the last assistant message, or None if there are none."""
     results = []
@@ -228,11 +290,30 @@ def default_chunks(model: str, include_usage: bool) -> list[dict[str, Any]]:
     return chunks
 
 
+def embedding_reply(body: dict[str, Any]) -> dict[str, Any]:
+    """One EMBEDDING_VECTOR per input string (one for any other input), as `encoding_format`
+    asks: JSON floats, or base64 of little-endian float32s as OpenAI sends them."""
+    inputs = body.get("input")
+    count = len(inputs) if isinstance(inputs, list) and inputs and isinstance(inputs[0], str) else 1
+    vector: Any = EMBEDDING_VECTOR
+    if body.get("encoding_format") == "base64":
+        vector = base64.b64encode(struct.pack(f"<{EMBEDDING_DIMENSIONS}f", *vector)).decode()
+    model = body.get("model")
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": vector} for i in range(count)],
+        "model": model if isinstance(model, str) else "fake-embedding",
+        "usage": EMBEDDING_USAGE,
+    }
+
+
 def create_app() -> Starlette:
     fake = FakeUpstream()
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", fake.chat, methods=["POST"]),
+            Route("/v1/embeddings", fake.embeddings, methods=["POST"]),
+            Route("/v1/models", fake.models, methods=["GET"]),
             Route("/_script", fake.set_script, methods=["POST"]),
             Route("/_requests", fake.requests, methods=["GET", "DELETE"]),
         ]

@@ -24,7 +24,7 @@ from tests.system import System, running_system
 KEY = "bsk-bad-input-000001"
 CASES: Counter[str] = Counter()
 """Generated cases per generator, printed at the end of the module (pytest -s shows it)."""
-METERED_ROUTES = ("/v1/chat/completions", "/v1/messages")
+METERED_ROUTES = ("/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/responses")
 
 
 def sent(method: str, path: str, generator: str = "") -> None:
@@ -89,7 +89,13 @@ JSONISH = st.recursive(
     ),
     max_leaves=20,
 )
-ROUTES = ("/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens")
+ROUTES = (
+    "/v1/chat/completions",
+    "/v1/embeddings",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/v1/responses",
+)
 
 
 @given(

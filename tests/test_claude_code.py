@@ -20,13 +20,9 @@ non-essential traffic off, a fresh HOME, a fresh working directory. Its debug lo
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,6 +33,7 @@ import anthropic
 import pytest
 
 from tests.fake_upstream import TOOL_LOOP_DONE, TOOL_LOOP_FILE, TOOL_LOOP_MODEL, TOOL_LOOP_OTHER
+from tests.npm_clients import NpmClient, cache_dir
 from tests.system import System, running_system
 
 pytestmark = pytest.mark.timeout(600)
@@ -55,82 +52,34 @@ OFFLINE_ENV = {
 }
 
 
-def _cache_dir() -> Path:
-    configured = os.environ.get("B23_CLAUDE_CODE_DIR")
-    return Path(configured) if configured else Path.home() / ".cache" / "b23" / "claude-code"
-
-
-def _version_of(argv: list[str]) -> str | None:
-    """`claude --version`'s version, or None when that binary does not run."""
-    with (
-        contextlib.suppress(OSError, subprocess.SubprocessError),
-        tempfile.TemporaryDirectory() as home,
-    ):
-        done = subprocess.run(
-            [*argv, "--version"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            stdin=subprocess.DEVNULL,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, **OFFLINE_ENV},
-        )
-        if done.returncode == 0 and done.stdout.strip():
-            return done.stdout.split()[0]
-    return None
-
-
-def _installed(cache: Path, version: str) -> list[str] | None:
-    """The command running the cached Claude Code of `version`: the package's `claude` (the
-    native binary its postinstall put in place), else its Node wrapper if that step did not run."""
+def _commands(cache: Path) -> list[list[str]]:
+    """The package's `claude` (the native binary its postinstall put in place), else its Node
+    wrapper if that step did not run."""
     package = cache / "node_modules" / PACKAGE
-    for argv in (
+    return [
         [str(cache / "node_modules" / ".bin" / "claude")],
         ["node", str(package / "cli-wrapper.cjs")],
-    ):
-        if Path(argv[-1]).exists() and _version_of(argv) == version:
-            return argv
-    return None
-
-
-def _npm_install(cache: Path, version: str) -> None:
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.fail("npm is not installed: set CLAUDE_CODE_BIN, or B23_SKIP_CLAUDE_CODE=1")
-    cache.mkdir(parents=True, exist_ok=True)
-    argv = [npm, "install", "--prefix", str(cache), "--no-fund", "--no-audit"]
-    argv.append(f"{PACKAGE}@{version}")
-    try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=420, stdin=subprocess.DEVNULL
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"`{' '.join(argv)}` took more than 420 s")
-    if done.returncode != 0:
-        pytest.fail(f"`{' '.join(argv)}` failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    ]
 
 
 @pytest.fixture(scope="session")
 def claude() -> list[str]:
     """The command that runs Claude Code; installed into the cache dir when missing."""
+    client = NpmClient(
+        PACKAGE,
+        os.environ.get("B23_CLAUDE_CODE_VERSION") or DEFAULT_VERSION,
+        cache_dir("B23_CLAUDE_CODE_DIR", "claude-code"),
+        _commands,
+        OFFLINE_ENV,
+    )
     if os.environ.get("CLAUDE_CODE_BIN"):
         argv = [os.environ["CLAUDE_CODE_BIN"]]
-        if _version_of(argv) is None:
+        if client.version_of(argv) is None:
             pytest.fail(f"CLAUDE_CODE_BIN={argv[0]} does not run `--version`")
         return argv
-    version = os.environ.get("B23_CLAUDE_CODE_VERSION") or DEFAULT_VERSION
-    cache = _cache_dir()
-    skip = os.environ.get("B23_SKIP_CLAUDE_CODE") == "1"
-    if skip and (argv := _installed(cache, version)) is None:
-        pytest.skip(f"B23_SKIP_CLAUDE_CODE=1 and Claude Code {version} is not in {cache}")
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with (cache.parent / f"{cache.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one npm install at a time into the cache dir
-        if (argv := _installed(cache, version)) is None:
-            _npm_install(cache, version)
-            argv = _installed(cache, version)
-    if argv is None:
-        pytest.fail(f"{PACKAGE}@{version} installed in {cache} but `claude --version` fails")
-    return argv
+    if os.environ.get("B23_SKIP_CLAUDE_CODE") == "1" and (argv := client.installed()) is None:
+        pytest.skip(f"B23_SKIP_CLAUDE_CODE=1 and {PACKAGE} {client.version} is not installed")
+    return client.install()
 
 
 @pytest.fixture(scope="module")

@@ -166,7 +166,10 @@ def test_x_api_key_header_and_client_app(system: System):
         chat(
             system.url,
             "bsk-hank-00000001",
-            headers={"user-agent": "claude-cli/2.1.0 (external, cli)"},
+            headers={
+                "user-agent": "claude-cli/2.1.0 (external, cli)",
+                "x-claude-code-session-id": "0b9c1c1e-6d1f-4c52-9a55-3c0f6f1f2a10",
+            },
         ).status_code
         == 200
     )

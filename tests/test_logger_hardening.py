@@ -99,7 +99,9 @@ def test_entries_it_cannot_process_are_written_unprocessed_and_it_goes_on(
             return (totals["requests"], totals["input_tokens"]) == (len(counted), sum(counted))
 
         wait_until(usage_counted, 10, what="the rollup counting every line")
-        assert logger.alive() and redis_client.ttl(LOGGER_HEARTBEAT) > 0
+        heartbeat = lambda: redis_client.ttl(LOGGER_HEARTBEAT) > 0  # noqa: E731
+        wait_until(heartbeat, 5, what="a fresh heartbeat after the poison entries")
+        assert logger.alive()
         assert system.logger_check() == 0
         notes = [line for line in logger.log().splitlines() if "written unprocessed" in line]
         assert len(notes) == sum(p.unprocessed for p in POISONS)

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 _BAD_CHARS = re.compile(r"[\s=]")
+_GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,11 +20,15 @@ class ModelMap:
     """Ordered rules compiled once at start-up; resolving is a few regex matches."""
 
     rules: tuple[tuple[re.Pattern[str], str], ...] = ()
+    aliases: tuple[str, ...] = ()
+    """The patterns that are plain names, as written: the model ids the map adds to the
+    upstream's (GET /v1/models lists them)."""
 
     @classmethod
     def parse(cls, text: str) -> ModelMap:
         """Parse the setting; raise ValueError naming the bad rule so start-up fails loudly."""
         rules: list[tuple[re.Pattern[str], str]] = []
+        aliases: dict[str, str] = {}
         for position, raw in enumerate(text.split(","), start=1):
             rule = raw.strip()
             if not rule:
@@ -41,7 +46,9 @@ class ModelMap:
                 )
             regex = re.compile(fnmatch.translate(pattern.lower()), re.IGNORECASE)
             rules.append((regex, target))
-        return cls(tuple(rules))
+            if not _GLOB_CHARS.search(pattern):
+                aliases.setdefault(pattern.lower(), pattern)
+        return cls(tuple(rules), tuple(aliases.values()))
 
     def resolve(self, name: str) -> str:
         """The upstream model for `name`: the first matching rule's target, else `name` itself."""

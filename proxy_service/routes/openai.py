@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -23,6 +24,20 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["openai"])
 
 
+@dataclass(frozen=True, slots=True)
+class Passthrough:
+    """How a route whose upstream answer goes to the client unchanged records that answer."""
+
+    estimate: Callable[[dict[str, Any], bytes], tuple[int, int]]
+    """(prompt, output) tokens of an accepted request whose reply has no usage, from the request
+    body and the bytes relayed."""
+    logged: Callable[[dict[str, Any]], Any] | None = None
+    """What the record keeps of a successful JSON answer; None: the answer as it came."""
+
+
+CHAT = Passthrough(lambda body, relayed: (estimate_prompt(body), estimate_output(relayed)))
+
+
 @router.post("/v1/chat/completions", openapi_extra=openapi.CHAT_COMPLETIONS)
 async def chat_completions(request: Request) -> Response:
     return await metered(request, "openai_chat", _chat_completions)
@@ -34,16 +49,18 @@ async def _chat_completions(call: MeteredCall) -> Response:
         return await _stream(call, call.body)
     reply = await call.state.upstream.post(call.raw, call.client_key)
     call.meter.upstream_waited(reply.waited)
-    return _buffered(call, reply)
+    return buffered(call, reply)
 
 
-def _buffered(call: MeteredCall, reply: UpstreamReply) -> Response:
+def buffered(call: MeteredCall, reply: UpstreamReply, passthrough: Passthrough = CHAT) -> Response:
     """The upstream's answer as it came; parsed for the record after it was sent."""
-    describe = functools.partial(_described_reply, call, reply)
+    describe = functools.partial(_described_reply, call, reply, passthrough)
     return call.meter.reply(reply.body, reply.status, reply.content_type, describe)
 
 
-def _described_reply(call: MeteredCall, reply: UpstreamReply) -> dict[str, Any]:
+def _described_reply(
+    call: MeteredCall, reply: UpstreamReply, passthrough: Passthrough
+) -> dict[str, Any]:
     """The record's fields of a buffered reply: id, model, usage (estimated if it has none)."""
     try:
         parsed = orjson.loads(reply.body)
@@ -54,6 +71,12 @@ def _described_reply(call: MeteredCall, reply: UpstreamReply) -> dict[str, Any]:
     if reply.status >= 400:
         detail = answer.get("error")
         error = str(detail.get("message") if isinstance(detail, dict) else detail or reply.status)
+    if parsed is None:
+        response = reply.body.decode("utf-8", "replace")
+    elif passthrough.logged is not None and isinstance(parsed, dict) and reply.status < 400:
+        response = passthrough.logged(answer)
+    else:
+        response = orjson.Fragment(reply.body)
     usage = usage_record(answer.get("usage"))
     return {
         "status_code": reply.status,
@@ -61,21 +84,23 @@ def _described_reply(call: MeteredCall, reply: UpstreamReply) -> dict[str, Any]:
         "upstream_id": answer.get("id") or reply.request_id,
         "model": answer.get("model") or (call.body or {}).get("model"),
         "prompt": call.prompt,
-        "response": orjson.Fragment(reply.body)
-        if parsed is not None
-        else reply.body.decode("utf-8", "replace"),
-        "usage": _usage_or_estimate(call, usage, reply.status, reply.body),
+        "response": response,
+        "usage": _usage_or_estimate(call, usage, reply.status, reply.body, passthrough),
     }
 
 
 def _usage_or_estimate(
-    call: MeteredCall, usage: dict[str, Any] | None, status: int, relayed: bytes
+    call: MeteredCall,
+    usage: dict[str, Any] | None,
+    status: int,
+    relayed: bytes,
+    passthrough: Passthrough,
 ) -> dict[str, Any] | None:
     """The upstream's usage; when an accepted request has none (a stream cut before its usage
     chunk, an upstream that sends none), an estimate, so closing early costs tokens too."""
     if usage is not None or status >= 400 or not call.state.settings.estimate_missing_usage:
         return usage
-    return estimated_usage(estimate_prompt(call.body or {}), estimate_output(relayed))
+    return estimated_usage(*passthrough.estimate(call.body or {}, relayed))
 
 
 async def _stream(call: MeteredCall, body: dict[str, Any]) -> Response:
@@ -102,7 +127,7 @@ async def _stream(call: MeteredCall, body: dict[str, Any]) -> Response:
             upstream.headers,
             upstream.waited,
         )
-        return _buffered(call, reply)
+        return buffered(call, reply)
     tap = OpenAIStreamTap(drop_usage_chunk=not client_wants_usage)
     return call.meter.sse_response(_relay(call, upstream, tap), upstream.status)
 
@@ -150,7 +175,7 @@ async def _relay(
                 "model": tap.model or (call.body or {}).get("model"),
                 "prompt": call.prompt,
                 "response_stream": relayed.decode("utf-8", "replace"),
-                "usage": _usage_or_estimate(call, tap.usage, upstream.status, relayed),
+                "usage": _usage_or_estimate(call, tap.usage, upstream.status, relayed, CHAT),
             },
             status,
         )

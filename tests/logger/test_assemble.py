@@ -124,3 +124,50 @@ def test_event_data_is_what_the_sse_decoder_dispatches(pieces):
     raw = b"".join(pieces)
     decoder = SSEDecoder()
     assert event_data(raw) == [event.data for event in (*decoder.feed(raw), *decoder.flush())]
+
+
+def _responses_stream(cut_after: int | None = None) -> tuple[str, dict]:
+    """What a client of /v1/responses receives for a text + tool-call answer, as the proxy
+    relays it, and the Response its terminal event carries."""
+    from proxy_service.convert.responses import (
+        ResponsesOptions,
+        ResponsesStreamTranslator,
+        responses_to_chat_request,
+    )
+
+    body = {
+        "model": "m",
+        "input": "hi",
+        "stream": True,
+        "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+    }
+    request = responses_to_chat_request(body, ResponsesOptions())
+    translator = ResponsesStreamTranslator(request)
+    call = {"index": 0, "id": "c1", "function": {"name": "f", "arguments": '{"a": 1}'}}
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}}]},
+        {"choices": [{"index": 0, "delta": {"content": "lo"}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 3}},
+    ]
+    frames = translator.start()
+    for chunk in chunks[:cut_after]:
+        frames += translator.feed(b"data: " + orjson.dumps(chunk) + b"\n\n")
+    if cut_after is None:
+        frames += translator.feed(b"data: [DONE]\n\n") + translator.finish()
+    return b"".join(frames).decode(), translator.response
+
+
+def test_a_responses_stream_is_recorded_as_the_response_it_completed():
+    raw, response = _responses_stream()
+    recorded = stream_response(raw, "openai_responses")
+    assert recorded["assembled"] == response
+    assert response["status"] == "completed" and len(response["output"]) == 2
+    assert recorded["chunk_count"] == raw.count("\n\n")
+
+
+def test_a_cut_responses_stream_keeps_what_it_announced():
+    raw, _ = _responses_stream(cut_after=2)
+    assembled = stream_response(raw, "openai_responses")["assembled"]
+    assert assembled["status"] == "cut" and assembled["id"].startswith("resp_")
