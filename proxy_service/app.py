@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from proxy_service.admin_guard import AdminGuard
-from proxy_service.convert.anthropic_request import ConversionOptions
+from proxy_service.convert.anthropic.request import ConversionOptions
 from proxy_service.convert.model_map import ModelMap
 from proxy_service.convert.responses import ResponsesOptions
 from proxy_service.deps import proxy_state

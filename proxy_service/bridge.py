@@ -22,7 +22,7 @@ import orjson
 from fastapi import Response
 
 from proxy_service.calls import MeteredCall
-from proxy_service.convert.openai_usage import estimated_usage, usage_record
+from proxy_service.convert.openai.usage import estimated_usage, usage_record
 from proxy_service.errors import UpstreamFailure
 from proxy_service.streaming import SilenceAwareReader
 from proxy_service.upstream import UpstreamReply, UpstreamStream, redacted_header
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 class Translator(Protocol):
-    """What a stream translator offers the relay (convert/anthropic_stream.py, responses/)."""
+    """What a stream translator offers the relay (anthropic/stream.py, responses/stream.py)."""
 
     @property
     def usage(self) -> dict[str, int]: ...

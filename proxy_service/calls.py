@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect
 
 from proxy_service.auth import authenticate
 from proxy_service.bodies import logged_prompt, parse_json_object, read_body
-from proxy_service.convert.openai_usage import estimated_usage
+from proxy_service.convert.openai.usage import estimated_usage
 from proxy_service.deps import proxy_state
 from proxy_service.encodings import decoded_body
 from proxy_service.errors import ClientGone, InternalError, InvalidRequest, ProxyError

@@ -21,7 +21,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from redis.exceptions import RedisError
 
-from proxy_service.convert.anthropic_errors import error_body, status_error_type
+from proxy_service.convert.anthropic.errors import error_body, status_error_type
 from shared.supervision import describe_failure
 
 log = logging.getLogger(__name__)

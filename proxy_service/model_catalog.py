@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from proxy_service.convert.model_list import NotAModelList, upstream_models
+from proxy_service.convert.openai.model_list import NotAModelList, upstream_models
 from proxy_service.errors import UpstreamFailure
 from proxy_service.upstream import MODELS, Upstream
 from shared.supervision import describe_failure

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from proxy_service.admin_guard import AdminGuard
-from proxy_service.convert.anthropic_request import ConversionOptions
+from proxy_service.convert.anthropic.request import ConversionOptions
 from proxy_service.convert.responses import ResponsesOptions
 from proxy_service.keystore import KeyStore
 from proxy_service.keywriter import KeyWriter

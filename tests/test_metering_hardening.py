@@ -21,7 +21,7 @@ import orjson
 import pytest
 import redis
 
-from proxy_service.convert.openai_usage import MAX_TOKEN_COUNT
+from proxy_service.convert.openai.usage import MAX_TOKEN_COUNT
 from tests.fake_upstream import USAGE, chunk, completion
 from tests.processes import free_port, proxy_process, wait_http, wait_until
 from tests.system import System, running_system

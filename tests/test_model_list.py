@@ -10,15 +10,15 @@ import typing
 import orjson
 import pytest
 
-from proxy_service.convert import embeddings
-from proxy_service.convert.model_list import (
+from proxy_service.convert.model_map import ModelMap
+from proxy_service.convert.openai import embeddings
+from proxy_service.convert.openai.model_list import (
     NotAModelList,
     anthropic_list,
     openai_list,
     upstream_models,
     with_aliases,
 )
-from proxy_service.convert.model_map import ModelMap
 from proxy_service.errors import ProxyError, UpstreamFailure
 from proxy_service.metering import REQUEST_ID_HEADERS
 from shared.events import Protocol

@@ -6,7 +6,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy_service.convert.openai_stream import OpenAIStreamTap
+from proxy_service.convert.openai.stream_tap import OpenAIStreamTap
 from tests.fake_upstream import USAGE, default_chunks
 
 

@@ -15,7 +15,8 @@ import pytest
 from redis.asyncio import Redis
 
 from proxy_service.app import create_app
-from proxy_service.convert import anthropic_stream, openai_stream
+from proxy_service.convert.anthropic import stream as anthropic_stream
+from proxy_service.convert.openai import stream_tap as openai_stream
 from proxy_service.hot_routes import HotRoutes
 from proxy_service.routes import anthropic
 from shared import redis_names

@@ -13,12 +13,12 @@ from proxy_service.auth import authenticate
 from proxy_service.bodies import read_body
 from proxy_service.bridge import Bridge, bridged
 from proxy_service.calls import MeteredCall, metered, parse_request
-from proxy_service.convert import anthropic_request
-from proxy_service.convert.anthropic_errors import anthropic_error
-from proxy_service.convert.anthropic_request import ConvertedRequest, anthropic_to_openai_request
-from proxy_service.convert.anthropic_response import openai_to_anthropic_message
-from proxy_service.convert.anthropic_stream import AnthropicStreamTranslator
-from proxy_service.convert.token_count import count_tokens
+from proxy_service.convert.anthropic import request as anthropic_request
+from proxy_service.convert.anthropic.errors import anthropic_error
+from proxy_service.convert.anthropic.request import ConvertedRequest, anthropic_to_openai_request
+from proxy_service.convert.anthropic.response import openai_to_anthropic_message
+from proxy_service.convert.anthropic.stream import AnthropicStreamTranslator
+from proxy_service.convert.anthropic.token_count import count_tokens
 from proxy_service.deps import proxy_state
 from proxy_service.errors import InvalidRequest
 from proxy_service.ids import random_hex
@@ -64,7 +64,7 @@ async def _messages(call: MeteredCall) -> Response:
 
 @router.post("/v1/messages/count_tokens", openapi_extra=openapi.MESSAGES)
 async def count_message_tokens(request: Request) -> dict[str, int]:
-    """Answered locally (no upstream call, no usage event): see convert/token_count.py."""
+    """Answered locally (no upstream call, no usage event): see convert/anthropic/token_count.py."""
     state = proxy_state(request)
     authenticate(request.headers, state.keys)
     raw = await read_body(request, state.settings.max_request_bytes)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from proxy_service import openapi
 from proxy_service.calls import MeteredCall, metered
-from proxy_service.convert import embeddings as record
+from proxy_service.convert.openai import embeddings as record
 from proxy_service.routes.openai import Passthrough, buffered
 from proxy_service.upstream import EMBEDDINGS
 

@@ -14,7 +14,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from proxy_service.auth import authenticate
-from proxy_service.convert.model_list import (
+from proxy_service.convert.openai.model_list import (
     ANTHROPIC_DEFAULT_LIMIT,
     ANTHROPIC_MAX_LIMIT,
     anthropic_list,

@@ -13,9 +13,9 @@ from fastapi import APIRouter, Request, Response
 
 from proxy_service import openapi
 from proxy_service.calls import MeteredCall, metered
-from proxy_service.convert.openai_estimate import estimate_output, estimate_prompt
-from proxy_service.convert.openai_stream import OpenAIStreamTap
-from proxy_service.convert.openai_usage import estimated_usage, usage_record
+from proxy_service.convert.openai.estimate import estimate_output, estimate_prompt
+from proxy_service.convert.openai.stream_tap import OpenAIStreamTap
+from proxy_service.convert.openai.usage import estimated_usage, usage_record
 from proxy_service.errors import UpstreamFailure, openai_error_body
 from proxy_service.upstream import UpstreamReply, UpstreamStream
 from shared.supervision import describe_failure

@@ -7,7 +7,7 @@ import httpx2
 import orjson
 import pytest
 
-from proxy_service.convert.anthropic_errors import anthropic_error, error_body
+from proxy_service.convert.anthropic.errors import anthropic_error, error_body
 
 
 def _openai_error(message: str, code: str | None = None) -> bytes:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy_service.convert.anthropic_request import (
+from proxy_service.convert.anthropic.request import (
     ConversionOptions,
     InvalidRequest,
     anthropic_to_openai_request,

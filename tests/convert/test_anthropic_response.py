@@ -10,12 +10,12 @@ import orjson
 import pytest
 from anthropic.types import Message
 
-from proxy_service.convert.anthropic_request import (
+from proxy_service.convert.anthropic.request import (
     ConversionOptions,
     ConvertedRequest,
     anthropic_to_openai_request,
 )
-from proxy_service.convert.anthropic_response import (
+from proxy_service.convert.anthropic.response import (
     openai_to_anthropic_message,
     tool_input,
     usage_from_openai,

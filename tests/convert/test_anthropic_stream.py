@@ -19,12 +19,12 @@ from anthropic.lib.streaming._messages import accumulate_event
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy_service.convert.anthropic_request import (
+from proxy_service.convert.anthropic.request import (
     ConversionOptions,
     ConvertedRequest,
     anthropic_to_openai_request,
 )
-from proxy_service.convert.anthropic_stream import AnthropicStreamTranslator
+from proxy_service.convert.anthropic.stream import AnthropicStreamTranslator
 from shared.sse import SSEDecoder
 
 LONG_TOOL = "mcp__claude_ai_Some_Very_Long_Server_Name__some_extremely_long_tool_name_here"

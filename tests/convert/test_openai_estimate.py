@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy_service.convert.openai_estimate import estimate_output, estimate_prompt
-from proxy_service.convert.openai_usage import MAX_TOKEN_COUNT, token_count, usage_record
+from proxy_service.convert.openai.estimate import estimate_output, estimate_prompt
+from proxy_service.convert.openai.usage import MAX_TOKEN_COUNT, token_count, usage_record
 
 
 def sse(*chunks: dict) -> bytes:

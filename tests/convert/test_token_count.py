@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy_service.convert.token_count import count_tokens, estimate_json, estimate_text
+from proxy_service.convert.anthropic.token_count import count_tokens, estimate_json, estimate_text
 
 
 def _tool(i: int) -> dict:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import orjson
 
-from proxy_service.convert.upstream_errors import (
+from proxy_service.convert.openai.upstream_errors import (
     CONTEXT_MARKERS,
     KEEP_AS_IS,
     chunk_error_status,

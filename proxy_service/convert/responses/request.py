@@ -18,7 +18,7 @@ from typing import Literal
 import orjson
 
 from proxy_service.convert.model_map import ModelMap
-from proxy_service.convert.openai_estimate import estimate_prompt
+from proxy_service.convert.openai.estimate import estimate_prompt
 from proxy_service.convert.responses.errors import (
     InvalidRequest,
     PreviousResponseNotFound,
@@ -82,7 +82,7 @@ class ConvertedRequest:
     upstream_model: str
     stream: bool
     tools: Mapping[str, ToolTarget]  # upstream function name -> the client's tool
-    estimated_input_tokens: int  # openai_estimate of the upstream body, for missing usage
+    estimated_input_tokens: int  # openai/estimate.py on the upstream body, for missing usage
     echo: dict  # the request fields every Response object repeats
     encrypted_reasoning: bool  # `include` asked for reasoning.encrypted_content
 

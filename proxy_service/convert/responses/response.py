@@ -12,13 +12,13 @@ import time
 
 import orjson
 
-from proxy_service.convert.anthropic_response import tool_input
-from proxy_service.convert.chat_message import message_calls, reasoning_text, visible_text
-from proxy_service.convert.openai_usage import first_count, token_count
+from proxy_service.convert.anthropic.response import tool_input
+from proxy_service.convert.anthropic.token_count import estimate_text
+from proxy_service.convert.openai.message import message_calls, reasoning_text, visible_text
+from proxy_service.convert.openai.usage import first_count, token_count
 from proxy_service.convert.responses.reasoning import seal
 from proxy_service.convert.responses.request import ConvertedRequest
 from proxy_service.convert.responses.tools import CUSTOM_INPUT
-from proxy_service.convert.token_count import estimate_text
 from proxy_service.ids import random_hex
 
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}

@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from proxy_service.convert.chat_chunks import ChatChunkReader, Phase
-from proxy_service.convert.chat_tool_calls import ToolCallBuffer, ToolCallFragment, ToolCallSlots
+from proxy_service.convert.openai.chunks import ChatChunkReader, Phase
+from proxy_service.convert.openai.tool_calls import ToolCallBuffer, ToolCallFragment, ToolCallSlots
 from proxy_service.convert.responses.errors import stream_failure
 from proxy_service.convert.responses.request import ConvertedRequest
 from proxy_service.convert.responses.response import (

@@ -12,7 +12,7 @@ import re
 
 import orjson
 
-from proxy_service.convert.openai_usage import usage_record
+from proxy_service.convert.openai.usage import usage_record
 
 USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 EVENT_END = b"\n\n"

@@ -16,9 +16,9 @@ from collections.abc import Iterable
 
 import orjson
 
-from proxy_service.convert.chat_message import reasoning_text, visible_text
-from proxy_service.convert.chat_tool_calls import ToolCallFragment, tool_call_fragment
-from proxy_service.convert.openai_usage import usage_record
+from proxy_service.convert.openai.message import reasoning_text, visible_text
+from proxy_service.convert.openai.tool_calls import ToolCallFragment, tool_call_fragment
+from proxy_service.convert.openai.usage import usage_record
 from shared.sse import ServerSentEvent, SSEDecoder
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from proxy_service.convert.upstream_errors import (
+from proxy_service.convert.openai.upstream_errors import (
     CONTEXT_MARKERS,
     KEEP_AS_IS,
     retry_headers,

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import orjson
 
+from proxy_service.convert.anthropic.token_count import count_tokens
 from proxy_service.convert.model_map import ModelMap
-from proxy_service.convert.token_count import count_tokens
 
 _VALID_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _INVALID_TOOL_CHARS = re.compile(r"[^a-zA-Z0-9_-]")

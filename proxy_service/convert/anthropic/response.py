@@ -13,10 +13,10 @@ import re
 import json_repair
 import orjson
 
-from proxy_service.convert.anthropic_request import ConvertedRequest
-from proxy_service.convert.chat_message import message_calls, reasoning_text, visible_text
-from proxy_service.convert.openai_usage import first_count, token_count
-from proxy_service.convert.token_count import estimate_json, estimate_text
+from proxy_service.convert.anthropic.request import ConvertedRequest
+from proxy_service.convert.anthropic.token_count import estimate_json, estimate_text
+from proxy_service.convert.openai.message import message_calls, reasoning_text, visible_text
+from proxy_service.convert.openai.usage import first_count, token_count
 from proxy_service.ids import random_hex
 
 _TOOL_ID = re.compile(r"[A-Za-z0-9_-]+")

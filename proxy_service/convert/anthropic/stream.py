@@ -21,19 +21,19 @@ from typing import assert_never
 
 import orjson
 
-from proxy_service.convert.anthropic_errors import anthropic_error
-from proxy_service.convert.anthropic_request import ConvertedRequest
-from proxy_service.convert.anthropic_response import (
+from proxy_service.convert.anthropic.errors import anthropic_error
+from proxy_service.convert.anthropic.request import ConvertedRequest
+from proxy_service.convert.anthropic.response import (
     matched_stop,
     stop_reason,
     tool_input,
     tool_use_id,
     usage_from_openai,
 )
-from proxy_service.convert.chat_chunks import ChatChunkReader, Phase
-from proxy_service.convert.chat_tool_calls import ToolCallBuffer, ToolCallFragment, ToolCallSlots
-from proxy_service.convert.token_count import estimate_text
-from proxy_service.convert.upstream_errors import chunk_error_status
+from proxy_service.convert.anthropic.token_count import estimate_text
+from proxy_service.convert.openai.chunks import ChatChunkReader, Phase
+from proxy_service.convert.openai.tool_calls import ToolCallBuffer, ToolCallFragment, ToolCallSlots
+from proxy_service.convert.openai.upstream_errors import chunk_error_status
 from shared.sse import encode_event
 
 logger = logging.getLogger(__name__)

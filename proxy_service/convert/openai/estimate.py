@@ -3,8 +3,8 @@
 Used when a stream ends before its usage chunk (the client left right after the answer, the
 upstream broke) or an upstream sends no usage at all: without an estimate such requests would
 be charged nothing, and a key's token limits could be evaded by closing streams early. The
-rules are those of convert/token_count.py (biased upward): the prompt from the request body,
-the output from what was relayed to the client.
+rules are those of convert/anthropic/token_count.py (biased upward): the prompt from the
+request body, the output from what was relayed to the client.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from proxy_service.convert.token_count import estimate_json, estimate_text
+from proxy_service.convert.anthropic.token_count import estimate_json, estimate_text
 from shared.sse import SSEDecoder
 
 MESSAGE_OVERHEAD = 4

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from proxy_service.convert.token_count import estimate_text
+from proxy_service.convert.anthropic.token_count import estimate_text
 
 
 def logged_answer(answer: dict[str, Any]) -> dict[str, Any]:
