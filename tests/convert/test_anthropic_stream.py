@@ -26,6 +26,7 @@ from proxy_service.convert.anthropic.request import (
 )
 from proxy_service.convert.anthropic.stream import AnthropicStreamTranslator
 from shared.sse import SSEDecoder
+from tests.convert.chat_chunks import chunk, content, finish, reasoning, sse, tool, usage
 
 LONG_TOOL = "mcp__claude_ai_Some_Very_Long_Server_Name__some_extremely_long_tool_name_here"
 BLOCK_DELTA = {"text": "text_delta", "thinking": "thinking_delta", "tool_use": "input_json_delta"}
@@ -44,61 +45,6 @@ def make_request(**fields: object) -> ConvertedRequest:
 
 
 REQUEST = make_request()
-
-
-# -- upstream chunk builders ------------------------------------------------------------------
-
-
-def chunk(delta: dict | None = None, finish: str | None = None, **extra: object) -> dict:
-    choice = {"index": 0, "delta": delta or {}, "finish_reason": finish}
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion.chunk",
-        "model": "up",
-        "choices": [choice],
-        **extra,
-    }
-
-
-def content(text: str) -> dict:
-    return chunk({"content": text})
-
-
-def reasoning(text: str) -> dict:
-    return chunk({"reasoning_content": text})
-
-
-def tool(
-    index: int | None, call_id: str | None = None, name: str | None = None, args: str | None = None
-) -> dict:
-    call: dict = {} if index is None else {"index": index}
-    if call_id is not None:
-        call |= {"id": call_id, "type": "function"}
-    function = {k: v for k, v in (("name", name), ("arguments", args)) if v is not None}
-    return chunk({"tool_calls": [call | {"function": function}]})
-
-
-def finish(reason: str = "stop") -> dict:
-    return chunk({}, reason)
-
-
-def usage(prompt: int = 20, completion: int = 7, cached: int = 0) -> dict:
-    details = {"prompt_tokens_details": {"cached_tokens": cached}} if cached else {}
-    return {
-        "id": "chatcmpl-1",
-        "choices": [],
-        "usage": {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            **details,
-        },
-    }
-
-
-def sse(*chunks: dict, done: bool = True) -> bytes:
-    body = b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks)
-    return body + (b"data: [DONE]\n\n" if done else b"")
 
 
 # -- running and checking ---------------------------------------------------------------------

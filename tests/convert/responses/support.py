@@ -60,55 +60,6 @@ def convert(options: ResponsesOptions | None = None, **fields: object) -> Conver
 
 REQUEST = convert(stream=True, tools=TOOLS)
 
-# -- upstream chunk builders ------------------------------------------------------------------
-
-
-def chunk(delta: dict | None = None, finish: str | None = None, **extra: object) -> dict:
-    choice = {"index": 0, "delta": delta or {}, "finish_reason": finish}
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion.chunk",
-        "model": "up",
-        "choices": [choice],
-        **extra,
-    }
-
-
-def content(text: str) -> dict:
-    return chunk({"content": text})
-
-
-def reasoning(text: str) -> dict:
-    return chunk({"reasoning_content": text})
-
-
-def tool(
-    index: int | None, call_id: str | None = None, name: str | None = None, args: object = None
-) -> dict:
-    call: dict = {} if index is None else {"index": index}
-    if call_id is not None:
-        call |= {"id": call_id, "type": "function"}
-    function = {k: v for k, v in (("name", name), ("arguments", args)) if v is not None}
-    return chunk({"tool_calls": [call | {"function": function}]})
-
-
-def finish(reason: str = "stop") -> dict:
-    return chunk({}, reason)
-
-
-def usage(prompt: int = 20, completion: int = 7, **extra: object) -> dict:
-    counts = {"prompt_tokens": prompt, "completion_tokens": completion}
-    return {
-        "id": "chatcmpl-1",
-        "choices": [],
-        "usage": counts | {"total_tokens": prompt + completion} | extra,
-    }
-
-
-def sse(*chunks: dict, done: bool = True) -> bytes:
-    body = b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks)
-    return body + (b"data: [DONE]\n\n" if done else b"")
-
 
 def completion(message: dict, finish_reason: str = "stop", **extra: object) -> dict:
     """A buffered chat.completion with one choice."""

@@ -22,6 +22,7 @@ from proxy_service.convert.responses import (
     chat_to_response,
 )
 from proxy_service.convert.responses.reasoning import unseal
+from tests.convert.chat_chunks import chunk, content, finish, reasoning, sse, tool, usage
 
 from .support import (
     APPLY_PATCH,
@@ -30,22 +31,15 @@ from .support import (
     TOOLS,
     WEATHER,
     bridge_client,
-    chunk,
     completion,
-    content,
     convert,
-    finish,
     lint,
     parse_frames,
-    reasoning,
     sdk_accumulate,
-    sse,
     strip_ids,
     terminal,
-    tool,
     translate,
     types,
-    usage,
 )
 
 HEAD = ["response.created", "response.in_progress"]
