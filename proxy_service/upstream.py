@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -41,8 +42,12 @@ KEEPALIVE_SECONDS = 5.0
 CHAT_COMPLETIONS = "chat/completions"
 EMBEDDINGS = "embeddings"
 MODELS = "models"
-ENDPOINTS = (CHAT_COMPLETIONS, EMBEDDINGS, MODELS)
-"""Paths under UPSTREAM_BASE_URL the proxy calls; nothing a client sends picks another."""
+RESPONSES = "responses"
+RESPONSES_COMPACT = "responses/compact"
+ENDPOINTS = (CHAT_COMPLETIONS, EMBEDDINGS, MODELS, RESPONSES, RESPONSES_COMPACT)
+"""Paths under UPSTREAM_BASE_URL the proxy calls; nothing a client sends picks another but a
+stored response's id (RESPONSES_MODE=passthrough), checked against STORED_RESPONSE_PATH."""
+STORED_RESPONSE_PATH = re.compile(r"responses/[A-Za-z0-9_-]{1,200}(/input_items|/cancel)?")
 LIST_READ_TIMEOUT = 10.0
 """Seconds a GET (the model list) may wait for its answer: a listing must not hang for
 UPSTREAM_READ_TIMEOUT (600 s) when the upstream is stuck."""
@@ -174,22 +179,32 @@ class Upstream:
         """What the upstream request authenticates with: UPSTREAM_API_KEY, else the client's."""
         return (self._api_key or client_key).encode()
 
-    def _request(self, endpoint: str, client_key: str, body: bytes | None) -> httpx.Request:
+    def _request(
+        self, endpoint: str, client_key: str, body: bytes | None, method: str | None = None
+    ) -> httpx.Request:
         """A POST of `body`, or a GET when there is none (a list: a short read timeout). Fixed
         headers only: nothing the client sends is forwarded but its body (and its key when no
         UPSTREAM_API_KEY is set), so a client cannot steer the upstream request."""
         if body is None:
-            method, fixed, timeouts = "GET", self._get_headers, self._list_timeouts
+            fixed, timeouts = self._get_headers, self._list_timeouts
         else:
-            method, fixed, timeouts = "POST", self._post_headers, self._timeouts
+            fixed, timeouts = self._post_headers, self._timeouts
         headers = [*fixed, (b"authorization", b"Bearer " + self.credential(client_key))]
         return httpx.Request(
-            method,
-            self._urls[endpoint],
+            method or ("GET" if body is None else "POST"),
+            self._url(endpoint),
             headers=headers,
             content=body,
             extensions={"timeout": timeouts},
         )
+
+    def _url(self, endpoint: str) -> httpx.URL:
+        """A fixed endpoint's parsed URL, or a stored response's (id checked, query dropped)."""
+        if (url := self._urls.get(endpoint)) is not None:
+            return url
+        if not STORED_RESPONSE_PATH.fullmatch(endpoint):
+            raise ValueError(f"not an upstream endpoint: {endpoint[:80]!r}")
+        return self._urls[RESPONSES].join(endpoint)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -208,6 +223,15 @@ class Upstream:
 
     async def get(self, endpoint: str, client_key: str) -> UpstreamReply:
         return await self._send(self._request(endpoint, client_key, None), client_key)
+
+    async def forward(
+        self, method: str, endpoint: str, query: bytes, client_key: str
+    ) -> UpstreamReply:
+        """A bodiless call on a stored response (retrieve, input_items, cancel, delete), its
+        query string kept (pagination, `include`)."""
+        request = self._request(endpoint, client_key, None, method)
+        request.url = request.url.copy_with(query=query or None)
+        return await self._send(request, client_key)
 
     async def _send(self, request: httpx.Request, client_key: str) -> UpstreamReply:
         """The whole reply, read and redacted."""

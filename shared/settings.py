@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     limits_fail_open: bool = Field(
         True, description="Serve requests when Redis is unreachable for rate limits and quotas."
     )
+    responses_mode: Literal["bridge", "passthrough"] = Field(
+        "bridge",
+        description="/v1/responses: converted to Chat Completions for the upstream (bridge), "
+        "or forwarded unchanged to an upstream that has /v1/responses (passthrough).",
+    )
     responses_default_max_output_tokens: int = Field(
         32_768,
         ge=0,

@@ -1,5 +1,5 @@
 """A scripted fake OpenAI server for tests (`python -m tests.fake_upstream`): chat completions,
-embeddings and the model list.
+embeddings, the model list, and the Responses API (for RESPONSES_MODE=passthrough).
 
 Without a script it answers like OpenAI: a fixed text reply, streamed or not, with usage (and
 the usage-only chunk when `stream_options.include_usage` is set); EMBEDDING_DIMENSIONS-float
@@ -12,7 +12,13 @@ requests to any of the three, in order:
     {"respond_after": 2.0, ...}    wait before sending anything (status line included)
     {"sse": [chunk, ...], "delay": 0.01, "initial_delay": 0, "abort_after": 3, "hang": false}
         chunks are dicts (sent as JSON) or strings (sent verbatim after `data: `); `abort_after`
-        drops the connection after that many events; `hang` never ends the stream.
+        drops the connection after that many events; `hang` never ends the stream; `named`
+        puts an `event: <type>` line before each dict that has a `type` (Responses SSE).
+
+`POST /v1/responses` answers RESPONSE_TEXT with RESPONSES_USAGE (streamed as
+`responses_events()`, no `[DONE]`); `POST /v1/responses/compact` and the stored-response routes
+(`GET|DELETE /v1/responses/{id}`, `GET .../input_items`, `POST .../cancel`) answer an object
+echoing the method, path and query.
 
 Any string of a step may hold `{credential}`: it becomes the bearer token the request carried
 (an upstream quoting the key it was given, as many do in their error messages).
@@ -50,6 +56,13 @@ REPLY_TEXT = "Hello! How can I help?"
 REPLY_PARTS = ("Hello", "!", " How can I help?")
 USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
 EMBEDDING_USAGE = {"prompt_tokens": 6, "total_tokens": 6}
+RESPONSES_USAGE = {
+    "input_tokens": 23,
+    "input_tokens_details": {"cached_tokens": 5},
+    "output_tokens": 9,
+    "output_tokens_details": {"reasoning_tokens": 2},
+    "total_tokens": 32,
+}
 EMBEDDING_DIMENSIONS = 8
 EMBEDDING_VECTOR = [round(0.125 * (i + 1), 3) for i in range(EMBEDDING_DIMENSIONS)]
 MODELS = [
@@ -101,6 +114,25 @@ class FakeUpstream:
         if step is None:
             return JSONResponse(embedding_reply(body))
         return await self.scripted_reply(step, request)
+
+    async def responses(self, request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        step = self.receive(request, body)
+        if step is not None:
+            return await self.scripted_reply(step, request)
+        model = body.get("model", "fake-model")
+        if not body.get("stream"):
+            return JSONResponse(response_object(model))
+        step = {"sse": responses_events(model), "named": True, "no_done": True}
+        return StreamingResponse(self.scripted_stream(step), media_type="text/event-stream")
+
+    async def stored_response(self, request: Request) -> Response:
+        raw = await request.body()
+        step = self.receive(request, orjson.loads(raw) if raw else None)
+        if step is not None:
+            return await self.scripted_reply(step, request)
+        echo = {"method": request.method, "path": request.url.path, "query": request.url.query}
+        return JSONResponse({"object": "echo", **echo, "usage": RESPONSES_USAGE})
 
     async def models(self, request: Request) -> Response:
         step = self.receive(request, None)
@@ -177,7 +209,7 @@ class FakeUpstream:
                 if step.get("abort_after") is not None and sent >= step["abort_after"]:
                     raise Aborted("scripted connection drop")
                 data = chunk.encode() if isinstance(chunk, str) else orjson.dumps(chunk)
-                yield b"data: " + data + b"\n\n"
+                yield named_event(chunk, step.get("named", False)) + b"data: " + data + b"\n\n"
                 await asyncio.sleep(step.get("delay", 0))
             while step.get("hang"):
                 await asyncio.sleep(3600)
@@ -290,6 +322,64 @@ def default_chunks(model: str, include_usage: bool) -> list[dict[str, Any]]:
     return chunks
 
 
+def named_event(chunk: Any, named: bool) -> bytes:
+    if named and isinstance(chunk, dict) and isinstance(chunk.get("type"), str):
+        return b"event: " + chunk["type"].encode() + b"\n"
+    return b""
+
+
+RESPONSE_TEXT = "Passed through!"
+
+
+def response_object(model: str, status: str = "completed") -> dict[str, Any]:
+    """A Response as an upstream with the Responses API answers RESPONSE_TEXT."""
+    message = {
+        "id": "msg_fake_1",
+        "type": "message",
+        "status": "completed",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": RESPONSE_TEXT, "annotations": []}],
+    }
+    return {
+        "id": "resp_fake_1",
+        "object": "response",
+        "created_at": 1700000000,
+        "status": status,
+        "model": model,
+        "output": [message] if status == "completed" else [],
+        "usage": RESPONSES_USAGE if status == "completed" else None,
+        "error": None,
+        "incomplete_details": None,
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+    }
+
+
+def responses_events(model: str) -> list[dict[str, Any]]:
+    """The reference event sequence of one text message (created ... completed)."""
+    started = response_object(model, "in_progress")
+    message = response_object(model)["output"][0]
+    opened = {**message, "status": "in_progress", "content": []}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    where = {"item_id": "msg_fake_1", "output_index": 0, "content_index": 0}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": started},
+        {"type": "response.in_progress", "response": started},
+        {"type": "response.output_item.added", "output_index": 0, "item": opened},
+        {"type": "response.content_part.added", **where, "part": part},
+        *(
+            {"type": "response.output_text.delta", **where, "delta": piece}
+            for piece in ("Passed", " through!")
+        ),
+        {"type": "response.output_text.done", **where, "text": RESPONSE_TEXT},
+        {"type": "response.content_part.done", **where, "part": message["content"][0]},
+        {"type": "response.output_item.done", "output_index": 0, "item": message},
+        {"type": "response.completed", "response": response_object(model)},
+    ]
+    return [{**event, "sequence_number": n} for n, event in enumerate(events)]
+
+
 def embedding_reply(body: dict[str, Any]) -> dict[str, Any]:
     """One EMBEDDING_VECTOR per input string (one for any other input), as `encoding_format`
     asks: JSON floats, or base64 of little-endian float32s as OpenAI sends them."""
@@ -314,6 +404,12 @@ def create_app() -> Starlette:
             Route("/v1/chat/completions", fake.chat, methods=["POST"]),
             Route("/v1/embeddings", fake.embeddings, methods=["POST"]),
             Route("/v1/models", fake.models, methods=["GET"]),
+            Route("/v1/responses", fake.responses, methods=["POST"]),
+            Route(
+                "/v1/responses/{rest:path}",
+                fake.stored_response,
+                methods=["GET", "POST", "DELETE"],
+            ),
             Route("/_script", fake.set_script, methods=["POST"]),
             Route("/_requests", fake.requests, methods=["GET", "DELETE"]),
         ]

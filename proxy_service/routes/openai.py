@@ -17,11 +17,16 @@ from proxy_service.convert.openai.estimate import estimate_output, estimate_prom
 from proxy_service.convert.openai.stream_tap import OpenAIStreamTap
 from proxy_service.convert.openai.usage import estimated_usage, usage_record
 from proxy_service.errors import UpstreamFailure, openai_error_body
-from proxy_service.upstream import UpstreamReply, UpstreamStream
+from proxy_service.upstream import CHAT_COMPLETIONS, UpstreamReply, UpstreamStream
 from shared.supervision import describe_failure
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["openai"])
+
+
+def chat_error_frame(status: int, message: str, code: str | None) -> bytes:
+    """The `data: {"error": ...}` event the OpenAI SDK raises on mid-stream."""
+    return b"data: " + openai_error_body(status, message, code) + b"\n\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +38,10 @@ class Passthrough:
     body and the bytes relayed."""
     logged: Callable[[dict[str, Any]], Any] | None = None
     """What the record keeps of a successful JSON answer; None: the answer as it came."""
+    usage: Callable[[Any], dict[str, int] | None] = usage_record
+    """The record's usage from the answer's `usage` object."""
+    error_frame: Callable[[int, str, str | None], bytes] = chat_error_frame
+    """The event a stream ends with when it fails after the first byte."""
 
 
 CHAT = Passthrough(lambda body, relayed: (estimate_prompt(body), estimate_output(relayed)))
@@ -77,7 +86,7 @@ def _described_reply(
         response = passthrough.logged(answer)
     else:
         response = orjson.Fragment(reply.body)
-    usage = usage_record(answer.get("usage"))
+    usage = passthrough.usage(answer.get("usage"))
     return {
         "status_code": reply.status,
         "error": error,
@@ -115,7 +124,19 @@ async def _stream(call: MeteredCall, body: dict[str, Any]) -> Response:
         raw_upstream = orjson.dumps(body)
     else:
         raw_upstream = call.raw
-    upstream = await call.state.upstream.open_stream(raw_upstream, call.client_key)
+    tap = OpenAIStreamTap(drop_usage_chunk=not client_wants_usage)
+    return await streamed(call, raw_upstream, tap)
+
+
+async def streamed(
+    call: MeteredCall,
+    raw: bytes,
+    tap: OpenAIStreamTap,
+    passthrough: Passthrough = CHAT,
+    endpoint: str = CHAT_COMPLETIONS,
+) -> Response:
+    """The upstream's stream relayed as it comes (an error before it: the upstream's reply)."""
+    upstream = await call.state.upstream.open_stream(raw, call.client_key, endpoint)
     call.meter.upstream_waited(upstream.waited)
     if upstream.status >= 400:
         error_body = await upstream.read_error_body()
@@ -127,13 +148,12 @@ async def _stream(call: MeteredCall, body: dict[str, Any]) -> Response:
             upstream.headers,
             upstream.waited,
         )
-        return buffered(call, reply)
-    tap = OpenAIStreamTap(drop_usage_chunk=not client_wants_usage)
-    return call.meter.sse_response(_relay(call, upstream, tap), upstream.status)
+        return buffered(call, reply, passthrough)
+    return call.meter.sse_response(_relay(call, upstream, tap, passthrough), upstream.status)
 
 
 async def _relay(
-    call: MeteredCall, upstream: UpstreamStream, tap: OpenAIStreamTap
+    call: MeteredCall, upstream: UpstreamStream, tap: OpenAIStreamTap, passthrough: Passthrough
 ) -> AsyncIterator[bytes]:
     """Forward bytes as they arrive; on any end (done, failure, disconnect) meter once."""
     sent: list[bytes] = []
@@ -152,13 +172,15 @@ async def _relay(
             error = tap.error
         except UpstreamFailure as failure:
             error = f"{failure.message} mid-stream"
-            frame = _error_frame(failure.status, error, failure.code)
+            frame = passthrough.error_frame(failure.status, error, failure.code)
             sent.append(frame)
             yield frame
         except Exception as failure:  # a bug, or upstream bytes it could not take: say so
             status, error = 500, f"internal proxy error: {describe_failure(failure)}"
             log.error("request %s: %s", call.meter.request_id, error)
-            frame = _error_frame(500, "internal proxy error mid-stream", "internal_error")
+            frame = passthrough.error_frame(
+                500, "internal proxy error mid-stream", "internal_error"
+            )
             sent.append(frame)
             yield frame
     except BaseException:
@@ -175,12 +197,7 @@ async def _relay(
                 "model": tap.model or (call.body or {}).get("model"),
                 "prompt": call.prompt,
                 "response_stream": relayed.decode("utf-8", "replace"),
-                "usage": _usage_or_estimate(call, tap.usage, upstream.status, relayed, CHAT),
+                "usage": _usage_or_estimate(call, tap.usage, upstream.status, relayed, passthrough),
             },
             status,
         )
-
-
-def _error_frame(status: int, message: str, code: str | None) -> bytes:
-    """The `data: {"error": ...}` event the OpenAI SDK raises on mid-stream."""
-    return b"data: " + openai_error_body(status, message, code) + b"\n\n"

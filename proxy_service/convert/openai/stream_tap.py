@@ -19,6 +19,9 @@ EVENT_END = b"\n\n"
 
 
 class OpenAIStreamTap:
+    """A chat.completion.chunk stream; subclasses read other OpenAI event streams the same way
+    (`_worth_inspecting` picks the events to parse, `_take` reads one)."""
+
     def __init__(self, drop_usage_chunk: bool) -> None:
         self._drop_usage_chunk = drop_usage_chunk
         self._pending = b""
@@ -38,9 +41,13 @@ class OpenAIStreamTap:
             self._pending = data
             return b""
         complete, self._pending = data[: cut + 2], data[cut + 2 :]
-        if not self._seen_first or USAGE_OBJECT.search(complete) or b'"error"' in complete:
+        if self._worth_inspecting(complete):
             complete = self._inspect(complete)
         return complete
+
+    def _worth_inspecting(self, complete: bytes) -> bool:
+        """Whether any of these events may tell something (C-level searches, no parsing)."""
+        return not self._seen_first or bool(USAGE_OBJECT.search(complete)) or b'"error"' in complete
 
     def flush(self) -> bytes:
         """Whatever trailing bytes the upstream sent without a final blank line."""
