@@ -159,7 +159,8 @@ def test_codex_exec_two_turn_shell_loop(codex, system: System, fake_upstream, tm
     assert {record["protocol"] for record in records} == {"openai_responses"}
     assert {record["status_code"] for record in records} == {200}, context
     assert {record["user_id"] for record in records} == {"cody"}
-    assert all(record["usage"]["total_tokens"] == 18 for record in records), records
+    exact = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18, "cached_tokens": 0}
+    assert all(record["usage"] == exact for record in records), records
     assert {record["client_app"] for record in records} == {"codex"}
     # What Codex itself counted: the usage of every response of the turn, added up.
     [completed] = [event for event in events if event["type"] == "turn.completed"]

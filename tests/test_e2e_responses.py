@@ -57,6 +57,11 @@ def record_where(system: System, matches) -> dict:
     return wait_until(found, 10, what="the record")
 
 
+def record_of_answer(system: System, response_id: str) -> dict:
+    """A non-streamed answer's record, found by the id of the Response the client got."""
+    return record_where(system, lambda e: (e.get("response") or {}).get("id") == response_id)
+
+
 def usage_chunk() -> dict:
     return {**chunk("m", {}), "choices": [], "usage": USAGE}
 
@@ -100,6 +105,7 @@ def test_parse_with_a_pydantic_model(system, client, fake_upstream):
     assert parsed.output_parsed == Weather(city="Oslo", degrees=-3)
     sent = fake_upstream.received()[-1]["body"]
     assert sent["response_format"]["json_schema"]["name"] == "Weather"
+    assert record_of_answer(system, parsed.id)["usage"] == RECORDED_USAGE
 
 
 def test_a_function_tool_round_trip(system, client, fake_upstream):
@@ -121,6 +127,8 @@ def test_a_function_tool_round_trip(system, client, fake_upstream):
     messages = fake_upstream.received()[-1]["body"]["messages"]
     assert messages[-2]["tool_calls"][0]["id"] == "call_1"
     assert messages[-1] == {"role": "tool", "tool_call_id": "call_1", "content": "9C"}
+    for answer in (first, second):
+        assert record_of_answer(system, answer.id)["usage"] == RECORDED_USAGE
 
 
 def test_two_parallel_calls_become_two_items(system, client, fake_upstream):
@@ -138,6 +146,7 @@ def test_two_parallel_calls_become_two_items(system, client, fake_upstream):
         final = stream.get_final_response()
     assert [item.call_id for item in final.output] == ["call_a", "call_b"]
     assert [item.arguments for item in final.output] == ['{"city": "Oslo"}', '{"city": "Rome"}']
+    assert record_of_stream(system, final.id)["usage"] == RECORDED_USAGE
 
 
 def test_images_reach_the_upstream_as_image_parts(system, client, fake_upstream):
@@ -146,9 +155,10 @@ def test_images_reach_the_upstream_as_image_parts(system, client, fake_upstream)
         {"type": "input_text", "text": "what is this?"},
         {"type": "input_image", "image_url": image, "detail": "low"},
     ]
-    client.responses.create(model="gw-model", input=[{"role": "user", "content": content}])
+    answer = client.responses.create(model="gw-model", input=[{"role": "user", "content": content}])
     parts = fake_upstream.received()[-1]["body"]["messages"][-1]["content"]
     assert {"type": "image_url", "image_url": {"url": image, "detail": "low"}} in parts
+    assert record_of_answer(system, answer.id)["usage"] == RECORDED_USAGE
 
 
 @pytest.mark.parametrize(
@@ -180,6 +190,7 @@ def test_upstream_errors_before_the_stream(
         assert raised.value.response.headers["retry-after"] == "3"
     record = record_of(system, raised.value.response.headers["x-request-id"])
     assert record["status_code"] == client_status
+    assert record["usage"] is None  # refused before any token was spent: nothing charged
 
 
 def test_a_failure_mid_stream_ends_in_response_failed(system, fake_upstream):
@@ -196,6 +207,11 @@ def test_a_failure_mid_stream_ends_in_response_failed(system, fake_upstream):
     record = record_of(system, reply.headers["x-request-id"])
     assert "mid-stream" in record["error"]
     assert record["response"]["assembled"]["status"] == "failed"
+    # No usage came: estimated from the body ("x") and the two deltas relayed ("partial " x 2).
+    usage = record["usage"]
+    assert usage["estimated"] is True and usage["cached_tokens"] == 0
+    assert usage["prompt_tokens"] >= 1 and usage["completion_tokens"] >= 2
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
 
 
 def test_a_client_leaving_cancels_the_upstream(system, fake_upstream):
@@ -245,6 +261,8 @@ def test_state_is_refused_with_a_param(system):
         client.responses.create(model="gw-model", input="x", previous_response_id="resp_1")
     assert raised.value.code == "previous_response_not_found"
     assert raised.value.param == "previous_response_id"
+    record = record_of(system, raised.value.response.headers["x-request-id"])
+    assert record["status_code"] == 400 and record["usage"] is None
 
 
 def test_websocket_probe_and_stored_responses(system):
