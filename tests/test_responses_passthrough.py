@@ -56,6 +56,13 @@ def wire(events: list[dict]) -> bytes:
     return b"".join(named_event(e, True) + b"data: " + orjson.dumps(e) + b"\n\n" for e in events)
 
 
+def streamed(base: str, body: dict) -> tuple[int, bytes, str]:
+    """(status, the bytes as they came, request id) of a streamed POST /v1/responses."""
+    headers = {"authorization": f"Bearer {KEY}"}
+    with httpx.stream("POST", base + "/v1/responses", json=body, headers=headers) as reply:
+        return reply.status_code, b"".join(reply.iter_raw()), reply.headers["x-request-id"]
+
+
 def test_a_buffered_answer_and_its_body_pass_unchanged(system, base, fake_upstream):
     sent = {"model": "up-model", "input": "Hi", "store": True, "previous_response_id": "resp_0"}
     raw = client_of(base).responses.with_raw_response.create(**sent)
@@ -72,12 +79,8 @@ def test_a_buffered_answer_and_its_body_pass_unchanged(system, base, fake_upstre
 
 def test_a_stream_is_relayed_byte_for_byte_and_metered(system, base, fake_upstream):
     body = {"model": "up-model", "input": "Hi", "stream": True}
-    with httpx.stream(
-        "POST", base + "/v1/responses", json=body, headers={"authorization": f"Bearer {KEY}"}
-    ) as reply:
-        relayed = b"".join(reply.iter_raw())
-        request_id = reply.headers["x-request-id"]
-    assert reply.status_code == 200
+    status, relayed, request_id = streamed(base, body)
+    assert status == 200
     assert relayed == wire(responses_events("up-model"))
     assert fake_upstream.received()[-1]["body"] == body
     record = record_of(system, request_id)
@@ -96,12 +99,7 @@ def test_the_sdk_stream_accumulates_the_upstream_response(system, base, fake_ups
 def test_a_stream_cut_mid_way_ends_in_an_error_event_and_is_estimated(system, base, fake_upstream):
     events = responses_events("up-model")
     fake_upstream.script({"sse": events, "named": True, "no_done": True, "abort_after": 5})
-    body = {"model": "up-model", "input": "Hello there", "stream": True}
-    with httpx.stream(
-        "POST", base + "/v1/responses", json=body, headers={"authorization": f"Bearer {KEY}"}
-    ) as reply:
-        relayed = b"".join(reply.iter_raw())
-        request_id = reply.headers["x-request-id"]
+    _, relayed, request_id = streamed(base, {"model": "up-model", "input": "Hi!", "stream": True})
     assert relayed.startswith(wire(events[:5]))
     tail = relayed[len(wire(events[:5])) :]
     assert tail.startswith(b"event: error\ndata: ")

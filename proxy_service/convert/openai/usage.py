@@ -19,13 +19,19 @@ def token_count(value: Any) -> int | None:
     return min(max(int(value), 0), MAX_TOKEN_COUNT)
 
 
-def usage_record(usage: Any) -> dict[str, int] | None:
-    """prompt/completion/total tokens plus cached prompt tokens; None when absent or malformed."""
+def usage_record(
+    usage: Any,
+    prompt_field: str = "prompt_tokens",
+    completion_field: str = "completion_tokens",
+) -> dict[str, int] | None:
+    """prompt/completion/total tokens plus cached prompt tokens; None when absent or malformed.
+    The field names are Chat Completions'; the Responses API's (`input_tokens`, ...) differ
+    only in the prefix."""
     if not isinstance(usage, dict):
         return None
-    prompt = token_count(usage.get("prompt_tokens")) or 0
-    completion = token_count(usage.get("completion_tokens")) or 0
-    details = usage.get("prompt_tokens_details")
+    prompt = token_count(usage.get(prompt_field)) or 0
+    completion = token_count(usage.get(completion_field)) or 0
+    details = usage.get(prompt_field + "_details")
     cached = (token_count(details.get("cached_tokens")) or 0) if isinstance(details, dict) else 0
     total = token_count(usage.get("total_tokens")) or min(prompt + completion, MAX_TOKEN_COUNT)
     return {

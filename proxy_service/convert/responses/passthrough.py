@@ -16,7 +16,7 @@ import orjson
 from proxy_service.convert.anthropic.token_count import estimate_json, estimate_text
 from proxy_service.convert.openai.estimate import estimate_prompt
 from proxy_service.convert.openai.stream_tap import OpenAIStreamTap
-from proxy_service.convert.openai.usage import MAX_TOKEN_COUNT, token_count
+from proxy_service.convert.openai.usage import usage_record
 from proxy_service.convert.responses.errors import InvalidRequest
 from proxy_service.convert.responses.request import ResponsesOptions, responses_to_chat_request
 from shared.sse import SSEDecoder
@@ -27,19 +27,7 @@ _OPTIONS = ResponsesOptions()
 
 def usage_of(usage: Any) -> dict[str, int] | None:
     """A Responses `usage` object as a record's usage; None when absent or malformed."""
-    if not isinstance(usage, dict):
-        return None
-    prompt = token_count(usage.get("input_tokens")) or 0
-    completion = token_count(usage.get("output_tokens")) or 0
-    details = usage.get("input_tokens_details")
-    cached = (token_count(details.get("cached_tokens")) or 0) if isinstance(details, dict) else 0
-    total = token_count(usage.get("total_tokens")) or min(prompt + completion, MAX_TOKEN_COUNT)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": total,
-        "cached_tokens": cached,
-    }
+    return usage_record(usage, "input_tokens", "output_tokens")
 
 
 class ResponsesStreamTap(OpenAIStreamTap):
