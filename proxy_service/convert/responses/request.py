@@ -27,6 +27,7 @@ from proxy_service.convert.responses.errors import (
 from proxy_service.convert.responses.reasoning import unseal
 from proxy_service.convert.responses.tools import (
     CUSTOM_INPUT,
+    TOOL_SEARCH,
     ToolMap,
     ToolTarget,
     convert_tool_choice,
@@ -362,6 +363,10 @@ class _History:
                 self._call(where, item, custom=kind == "custom_tool_call")
             case "function_call_output" | "custom_tool_call_output":
                 self._output(where, item)
+            case "tool_search_call":
+                self._call(where, {**item, "name": TOOL_SEARCH}, custom=False)
+            case "tool_search_output":
+                self._output(where, {**item, "output": _found_tools(item)})
             case "reasoning":
                 self._reasoning(item)
             case str(kind) if kind.endswith("_output") and isinstance(item.get("output"), str):
@@ -565,6 +570,13 @@ def _image_part(where: str, part: dict) -> dict:
             f"{where}.file_id",
         )
     raise InvalidRequest(f"{where}.image_url: field required", f"{where}.image_url")
+
+
+def _found_tools(item: dict) -> object:
+    """A tool_search_output as the tool message's text: the tools it returned (Codex), or its
+    textual `output`."""
+    tools = item.get("tools")
+    return orjson.dumps(tools).decode() if isinstance(tools, list) else item.get("output")
 
 
 def _arguments(raw: object) -> str:

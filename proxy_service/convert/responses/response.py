@@ -186,6 +186,8 @@ def output_text(text: str) -> dict:
 
 def call_item_id(name: str, request: ConvertedRequest) -> str:
     target = request.tools.get(name)
+    if target and target.search:
+        return new_item_id("tsc")
     return new_item_id("ctc" if target and target.custom else "fc")
 
 
@@ -199,11 +201,15 @@ def call_item(
     status: str,
     truncated: bool,
 ) -> dict:
-    """The client's view of one upstream call: `function_call` with string arguments, or
-    `custom_tool_call` with raw input; with the namespace Codex needs to dispatch it."""
+    """The client's view of one upstream call: `function_call` with string arguments,
+    `custom_tool_call` with raw input, or `tool_search_call` with its arguments as an object;
+    with the namespace Codex needs to dispatch it."""
     target = request.tools.get(name)
     item: dict = {"id": item_id}
-    if target and target.custom:
+    if target and target.search:
+        item |= {"type": "tool_search_call", "status": status, "call_id": call_id}
+        item |= {"execution": "client", "arguments": tool_input(arguments)}
+    elif target and target.custom:
         item |= {"type": "custom_tool_call", "status": status, "call_id": call_id}
         item |= {"name": target.name, "input": custom_input(arguments, truncated=truncated)}
     else:

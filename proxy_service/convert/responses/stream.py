@@ -67,7 +67,12 @@ class _Call(ToolCallBuffer):
     item_id: str = ""
     call_id: str = ""
     custom: bool = False
+    search: bool = False  # tool_search_call: no argument events, the item carries an object
     closed: bool = False
+
+    @property
+    def streams_arguments(self) -> bool:
+        return not (self.custom or self.search)
 
 
 class ResponsesStreamTranslator(ChatChunkReader):
@@ -190,7 +195,7 @@ class ResponsesStreamTranslator(ChatChunkReader):
             tool.add_name(fragment.name)
         new = tool.append(fragment.arguments) if fragment.arguments else ""
         if tool.output_index is not None:
-            if new and not tool.custom:
+            if new and tool.streams_arguments:
                 self._emit("response.function_call_arguments.delta", **self._where(tool), delta=new)
         elif tool.name and tool.length:
             # Opened once arguments flow, so a name streamed in fragments is complete by then.
@@ -264,13 +269,17 @@ class ResponsesStreamTranslator(ChatChunkReader):
         self._output.append(None)
         target = self._request.tools.get(tool.name)
         tool.custom = bool(target and target.custom)
+        tool.search = bool(target and target.search)
         tool.item_id = call_item_id(tool.name, self._request)
         tool.call_id = unique_call_id(tool.upstream_id, self._call_ids)
         item = self._call_item(tool, "in_progress", truncated=True)  # truncated: no repair work
-        item["input" if tool.custom else "arguments"] = ""  # the SDK appends deltas to it
+        if tool.search:
+            item["arguments"] = {}
+        else:
+            item["input" if tool.custom else "arguments"] = ""  # the SDK appends deltas to it
         self._open_calls.append(tool)
         self._emit("response.output_item.added", output_index=tool.output_index, item=item)
-        if tool.length and not tool.custom:
+        if tool.length and tool.streams_arguments:
             self._emit(
                 "response.function_call_arguments.delta",
                 **self._where(tool),
@@ -282,7 +291,9 @@ class ResponsesStreamTranslator(ChatChunkReader):
         tool.closed = True
         item = self._call_item(tool, status, truncated)
         where = self._where(tool)
-        if tool.custom:
+        if tool.search:
+            pass  # the done item carries the arguments; the grammar has no events for them
+        elif tool.custom:
             if item["input"]:
                 self._emit("response.custom_tool_call_input.delta", **where, delta=item["input"])
             self._emit("response.custom_tool_call_input.done", **where, input=item["input"])

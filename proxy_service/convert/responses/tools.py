@@ -4,6 +4,8 @@ Chat only knows flat functions, so Codex's namespaced groups are flattened (pref
 name would collide) and freeform tools become a function with one string argument; ToolMap keeps
 upstream name -> client tool, because Codex dispatches only calls that carry their `namespace` and
 only executes a freeform tool returned as `custom_tool_call` (Codex prints "unsupported call").
+A client-executed `tool_search` (Codex with many MCP tools) becomes a function of that name, and
+its calls go back as `tool_search_call` items.
 """
 
 from __future__ import annotations
@@ -22,6 +24,15 @@ CUSTOM_INPUT = "input"  # the single string argument a freeform tool becomes ups
 _VALID_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _INVALID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
 _CALLABLE = ("function", "custom")
+TOOL_SEARCH = "tool_search"
+_SEARCH_PARAMETERS = {
+    "type": "object",
+    "properties": {"query": {"type": "string"}, "limit": {"type": "integer"}},
+    "required": ["query"],
+}
+_SEARCH_DESCRIPTION = (
+    "Search the available tools by query; returns the matching tools' definitions."
+)
 _CHOICES = ("auto", "none", "required")
 
 
@@ -32,6 +43,7 @@ class ToolTarget:
     name: str
     namespace: str | None = None
     custom: bool = False  # freeform: the call goes back as `custom_tool_call` with raw `input`
+    search: bool = False  # the client's tool_search: the call goes back as `tool_search_call`
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +100,8 @@ def convert_tools(
         bare = entry.namespace is None or counts[name] == 1
         upstream = safe_name(name if bare else f"{entry.namespace}__{name}")
         custom = entry.tool.get("type") == "custom"
-        if names.add(upstream, ToolTarget(name, entry.namespace, custom)):
+        search = entry.tool.get("type") == TOOL_SEARCH
+        if names.add(upstream, ToolTarget(name, entry.namespace, custom, search)):
             functions.append(_function(upstream, entry, custom))
     return functions, names
 
@@ -132,6 +145,8 @@ def _flatten(declared: list[tuple[str, object]], *, strict: bool) -> list[_Decla
         kind = _kind(where, tool)
         if kind in _CALLABLE:
             flat.append(_Declared(where, _named(where, tool), None, ""))
+        elif kind == TOOL_SEARCH and tool.get("execution") == "client":
+            flat.append(_Declared(where, _search_function(tool), None, ""))
         elif kind == "namespace":
             namespace = _named(where, tool)["name"]
             members = tool.get("tools")
@@ -173,6 +188,18 @@ def _hosted(where: str, tool: dict, *, strict: bool) -> None:
             f"Tool type '{kind}' is not supported by this gateway", param=f"{where}.type"
         )
     logger.debug("dropping hosted tool %r at %s", kind, where)
+
+
+def _search_function(tool: dict) -> dict:
+    """A client-executed tool_search as the function the upstream sees (its own schema, if
+    it gives one)."""
+    description = tool.get("description")
+    return {
+        "type": TOOL_SEARCH,
+        "name": TOOL_SEARCH,
+        "description": description if isinstance(description, str) else _SEARCH_DESCRIPTION,
+        "parameters": tool.get("parameters") or _SEARCH_PARAMETERS,
+    }
 
 
 def _function(upstream: str, entry: _Declared, custom: bool) -> dict:

@@ -113,6 +113,7 @@ _OPENED = {
     "reasoning": {"summary": []},
     "function_call": {"arguments": "", "status": "in_progress"},
     "custom_tool_call": {"input": "", "status": "in_progress"},
+    "tool_search_call": {"arguments": {}, "status": "in_progress", "execution": "client"},
 }
 _PART_OPEN = ("response.content_part.added", "response.reasoning_summary_part.added")
 

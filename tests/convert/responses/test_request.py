@@ -478,9 +478,35 @@ def test_s23_output_array_gives_tool_text_then_one_user_image_message() -> None:
     ]
 
 
-def test_s26_tool_search_items_are_accepted_not_rejected() -> None:
-    """Partly covered: tool_search is not bridged (it is dropped like a hosted tool), but its
-    items in the history do not 400 and a textual output keeps its context."""
+TOOL_SEARCH = {"type": "tool_search", "execution": "client", "description": "Find tools."}
+
+
+def test_s26_a_client_tool_search_is_offered_as_a_function() -> None:
+    converted = convert(tools=[TOOL_SEARCH, {"type": "tool_search", "execution": "server"}])
+    (function,) = converted.body["tools"]
+    assert function["function"]["name"] == "tool_search"
+    assert function["function"]["description"] == "Find tools."
+    assert function["function"]["parameters"]["properties"]["query"] == {"type": "string"}
+    assert converted.tools["tool_search"].search
+
+
+def test_s26_a_tool_search_keeps_its_own_schema() -> None:
+    schema = {"type": "object", "properties": {"q": {"type": "string"}}}
+    converted = convert(
+        tools=[{"type": "tool_search", "execution": "client", "parameters": schema}]
+    )
+    assert converted.body["tools"][0]["function"]["parameters"] == schema
+
+
+@pytest.mark.parametrize(
+    ("output", "told"),
+    [
+        ({"tools": [{"type": "function", "name": "calendar_create"}]}, "calendar_create"),
+        ({"output": "calendar_create, calendar_list"}, "calendar_create, calendar_list"),
+    ],
+    ids=["codex-tools", "text-output"],
+)
+def test_s26_tool_search_items_pair_as_a_call_and_its_result(output: dict, told: str) -> None:
     got = messages(
         user("find a tool"),
         {
@@ -488,18 +514,16 @@ def test_s26_tool_search_items_are_accepted_not_rejected() -> None:
             "call_id": "ts1",
             "arguments": {"query": "calendar"},
             "execution": "client",
+            "status": "completed",
         },
-        {
-            "type": "tool_search_output",
-            "call_id": "ts1",
-            "output": "calendar_create, calendar_list",
-        },
-        tools=[{"type": "tool_search", "execution": "client"}],
+        {"type": "tool_search_output", "call_id": "ts1", "execution": "client", **output},
+        tools=[TOOL_SEARCH],
     )
-    assert got == [
-        {"role": "user", "content": "find a tool"},
-        {"role": "user", "content": "[tool_search_output]\ncalendar_create, calendar_list"},
-    ]
+    assert [m["role"] for m in got] == ["user", "assistant", "tool"]
+    (call,) = got[1]["tool_calls"]
+    assert call["id"] == "ts1" and call["function"]["name"] == "tool_search"
+    assert orjson.loads(call["function"]["arguments"]) == {"query": "calendar"}
+    assert got[2]["tool_call_id"] == "ts1" and told in got[2]["content"]
 
 
 def test_s27_responses_lite_additional_tools_item() -> None:

@@ -15,6 +15,7 @@ from proxy_service.convert.responses import ResponsesOptions, chat_to_response, 
 from proxy_service.convert.responses.reasoning import unseal
 
 from .support import (
+    EXEC,
     MULTI_AGENT,
     REQUEST,
     TOOLS,
@@ -317,3 +318,13 @@ def test_ids_look_like_the_apis() -> None:
     assert response_id.startswith("resp_") and len(response_id) == 37
     assert response_id != new_response_id()
     assert chat_to_response({}, convert(ResponsesOptions()))["id"].startswith("resp_")
+
+
+def test_s26_a_tool_search_call_goes_back_as_a_tool_search_call_item() -> None:
+    request = convert(tools=[{"type": "tool_search", "execution": "client"}, EXEC])
+    calls = [call("tool_search", '{"query": "calendar", "limit": 3}', "ts_1")]
+    (item,) = respond({"tool_calls": calls}, "tool_calls", request)["output"]
+    assert item["type"] == "tool_search_call" and item["id"].startswith("tsc_")
+    assert item["call_id"] == "ts_1" and item["execution"] == "client"
+    assert item["arguments"] == {"query": "calendar", "limit": 3}
+    assert item["status"] == "completed"

@@ -792,3 +792,28 @@ def test_s32_sdk_accepts_a_full_codex_like_turn() -> None:
     ]
     assert final.output[2].namespace == "multi_agent_v1"
     assert final.output[3].input == "*** Begin Patch"
+
+
+def test_s26_a_streamed_tool_search_call_is_one_item_with_object_arguments() -> None:
+    request = convert(stream=True, tools=[{"type": "tool_search", "execution": "client"}, WEATHER])
+    raw = sse(
+        tool(0, "ts_1", "tool_search", '{"query": '),
+        tool(0, args='"calendar"}'),
+        tool(1, "call_w", "get_weather", '{"city": "Oslo"}'),
+        finish("tool_calls"),
+    )
+    events = lint(translate(raw, request)[0])
+    assert types(events) == [
+        *HEAD,
+        "response.output_item.added",  # the search: no argument events, ever
+        *CALL_OPEN,
+        "response.output_item.done",
+        *CALL_CLOSE,
+        "response.completed",
+    ]
+    assert events[2]["item"]["type"] == "tool_search_call" and events[2]["item"]["arguments"] == {}
+    search, weather = items_of(events)
+    assert search["type"] == "tool_search_call" and search["call_id"] == "ts_1"
+    assert search["arguments"] == {"query": "calendar"} and search["execution"] == "client"
+    assert weather["type"] == "function_call" and weather["call_id"] == "call_w"
+    sdk_accumulate(events)
