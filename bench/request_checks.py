@@ -1,10 +1,12 @@
 """What the proxy's per-request body checks cost beside the parse they follow, at real sizes.
 
-`python bench/request_checks.py` prints, for Claude Code-shaped bodies of about 1 KB, 80 KB and
-370 KB, the microseconds per call of orjson.loads (the parse every metered route does) and of
-the nesting check (`proxy_service.bodies.nesting_within`), with their ratio, all measured in one
-run (the machine's noise hits both alike). Bodies are synthetic: tool schemas, a system prompt
-and a history of tool round trips, with brackets inside the strings as code has.
+`python bench/request_checks.py` prints, for Claude Code-shaped bodies of about 5 KB, 80 KB,
+370 KB and 8 MB, the microseconds per call of orjson.loads (the parse every metered route does),
+of the nesting check (`proxy_service.bodies.nesting_within`) and of the value count made before
+the parse (`json_values_within`, at the default MAX_JSON_VALUES), with their ratios to the parse,
+all measured in one run (the machine's noise hits them alike). Bodies are synthetic: tool
+schemas, a system prompt and a history of tool round trips, with brackets inside the strings as
+code has.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Any
 
 import orjson
 
-from proxy_service.bodies import nesting_within
+from proxy_service.bodies import json_values_within, nesting_within
+from shared.settings import Settings
 
 TOOL_TEXT = "Runs a command in the shell and returns its output. " * 40
 CODE = 'def f(x): return {"a": [x, (x + 1)]}  # [brackets] {inside} strings\n'
@@ -50,15 +53,20 @@ def per_call_us(function, number: int) -> float:
 
 
 def main() -> None:
-    print("| body | orjson.loads µs | nesting check µs | check ÷ parse |")
-    print("|---|---:|---:|---:|")
-    for tools, rounds in ((0, 0), (24, 0), (24, 40)):
+    max_values = Settings.model_fields["max_json_values"].default
+    print("| body | orjson.loads µs | nesting check µs | ÷ parse | value count µs | ÷ parse |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for tools, rounds in ((0, 0), (24, 0), (24, 93), (24, 2600)):
         raw = orjson.dumps(body(tools, rounds))
         parsed = orjson.loads(raw)
         number = max(20, 2_000_000 // len(raw))
         parse = per_call_us(lambda: orjson.loads(raw), number)  # noqa: B023
         check = per_call_us(lambda: nesting_within(parsed, 128), number)  # noqa: B023
-        print(f"| {len(raw) / 1024:.0f} KB | {parse:.1f} | {check:.1f} | {check / parse:.2f} |")
+        count = per_call_us(lambda: json_values_within(raw, max_values), number)  # noqa: B023
+        print(
+            f"| {len(raw) / 1024:.0f} KB | {parse:.1f} | {check:.1f} | {check / parse:.2f} "
+            f"| {count:.1f} | {count / parse:.3f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -1,17 +1,20 @@
 """`python -m proxy_service`: the proxy on HOST:PORT, with a graceful shutdown that exits 0.
 
 `uvicorn proxy_service.main:app` works too, but plain uvicorn re-raises SIGTERM after its
-shutdown, so the process ends "killed by SIGTERM" (status 143) even when every request finished.
+shutdown, so the process ends "killed by SIGTERM" (status 143) even when every request finished,
+and it has none of the request-head bounds of proxy_service/server.py.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 from collections.abc import Iterator
 
 import uvicorn
 
+from proxy_service.server import HeadBoundedProtocol, HeadBounds, raise_open_file_limit
 from shared.settings import get_settings
 
 
@@ -32,14 +35,17 @@ class GracefulServer(uvicorn.Server):
 
 def main() -> None:
     settings = get_settings()
+    bounds = HeadBounds(settings.max_header_bytes, settings.header_read_timeout)
     config = uvicorn.Config(
         "proxy_service.main:app",
         host=settings.host,
         port=settings.port,
+        http=functools.partial(HeadBoundedProtocol, bounds=bounds),  # type: ignore[arg-type]
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         access_log=False,
         log_level="info",
     )
+    raise_open_file_limit()  # after the Config: uvicorn's logging is set up then
     GracefulServer(config).run()
 
 

@@ -27,6 +27,7 @@ from proxy_service.errors import ClientGone, InternalError, InvalidRequest, Prox
 from proxy_service.metering import UsageMeter
 from proxy_service.state import ProxyState
 from shared.events import Protocol
+from shared.settings import Settings
 from shared.supervision import describe_failure
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ async def metered(request: Request, protocol: Protocol, handler: Handler) -> Res
         raw = await read_body(request, limit)
         call.raw = decoded_body(raw, request.headers.get("content-encoding"), limit)
         await state.limiter.admit(key)
-        call.body = parse_request(call.raw, state.settings.max_json_depth)
+        call.body = parse_request(call.raw, state.settings)
         return await handler(call)
     except ProxyError as error:
         call.fail(error.status, error.message)
@@ -98,10 +99,11 @@ async def metered(request: Request, protocol: Protocol, handler: Handler) -> Res
         raise call.answered(internal) from None
 
 
-def parse_request(raw: bytes, max_depth: int) -> dict[str, Any]:
-    """The body as both APIs take it: a JSON object whose `stream`, if given, is a boolean
-    (a `"true"` or `1` would take the non-stream path while a lax upstream streams)."""
-    body = parse_json_object(raw, max_depth)
+def parse_request(raw: bytes, settings: Settings) -> dict[str, Any]:
+    """The body as every API takes it: a JSON object within the settings' depth and value
+    bounds whose `stream`, if given, is a boolean (a `"true"` or `1` would take the non-stream
+    path while a lax upstream streams)."""
+    body = parse_json_object(raw, settings.max_json_depth, settings.max_json_values)
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise InvalidRequest("stream: must be a boolean")

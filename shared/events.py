@@ -6,7 +6,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Protocol = Literal["openai_chat", "openai_embeddings", "openai_responses", "anthropic_messages"]
+Protocol = Literal[
+    "openai_chat",
+    "openai_embeddings",
+    "openai_responses",
+    "anthropic_messages",
+    "anthropic_count_tokens",
+]
 """The API a request came in on; the proxy's metrics label every protocol listed here."""
 
 

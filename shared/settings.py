@@ -42,9 +42,40 @@ class Settings(BaseSettings):
         2000, ge=100, description="Approximate max characters of prompt and response per record."
     )
     full_trace_logging: bool = Field(False, description="Log prompts and responses untruncated.")
+    log_max_record_bytes: int = Field(
+        16384,
+        ge=4096,
+        description="Largest line of events.jsonl unless FULL_TRACE_LOGGING, whatever the event.",
+    )
+    logger_batch_bytes: int = Field(
+        64 << 20,
+        ge=1 << 20,
+        description="Stream entry bytes the logger reads a batch (one entry more at most).",
+    )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis used as bus and cache.")
-    event_buffer_size: int = Field(
-        100_000, ge=1, description="Usage events a proxy holds while Redis is unreachable."
+    event_buffer_bytes: int = Field(
+        16 << 20,
+        ge=1 << 16,
+        description="Bytes of usage events a proxy holds while Redis is unreachable (or the "
+        "stream is full); past it the oldest are compacted (usage kept), then dropped.",
+    )
+    replay_max_bytes: int = Field(
+        16 << 20,
+        ge=1 << 16,
+        description="Bytes of published events a proxy keeps until the logger has them, to "
+        "publish again if Redis restarts empty; past it the oldest are compacted, then dropped.",
+    )
+    stream_compact_bytes: int = Field(
+        128 << 20,
+        ge=1 << 16,
+        description="Estimated bytes in the Redis stream past which proxies publish compacted "
+        "events (prompt and response left out, usage kept) and raise the backlog alarm.",
+    )
+    stream_max_entries: int = Field(
+        100_000,
+        ge=1,
+        description="Entries in the Redis stream past which proxies stop publishing and keep "
+        "events in their own buffer (EVENT_BUFFER_BYTES) until the logger catches up.",
     )
     persist_confirm_timeout: float = Field(
         3.0, gt=0, description="Seconds an admin call waits for keys.json to be written."
@@ -78,6 +109,29 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         32 << 20, ge=1 << 10, description="Largest request body accepted (413 above)."
     )
+    relay_buffer_bytes: int = Field(
+        1 << 20,
+        ge=1 << 12,
+        description="Streams: upstream bytes a bridged relay holds for a slow client before "
+        "it stops reading the upstream (backpressure).",
+    )
+    max_upstream_event_bytes: int = Field(
+        16 << 20,
+        ge=1 << 12,
+        description="Largest upstream SSE event; a longer one fails the stream as an upstream "
+        "failure.",
+    )
+    stream_record_bytes: int = Field(
+        4 << 20,
+        ge=64 << 10,
+        description="Bytes of a relayed stream its record keeps (the first ones; the total is "
+        "recorded). With FULL_TRACE_LOGGING=true, MAX_UPSTREAM_BODY_BYTES instead.",
+    )
+    max_upstream_body_bytes: int = Field(
+        64 << 20,
+        ge=1 << 12,
+        description="Largest non-stream upstream reply (decoded); a larger one is a 502.",
+    )
     limits_fail_open: bool = Field(
         True, description="Serve requests when Redis is unreachable for rate limits and quotas."
     )
@@ -102,6 +156,24 @@ class Settings(BaseSettings):
         ge=8,
         le=200,
         description="Deepest nesting of arrays and objects a request body may have (400 above).",
+    )
+    max_json_values: int = Field(
+        1_000_000,
+        ge=1000,
+        description="Most JSON values (strings, numbers, arrays, objects...) a request body may "
+        "hold, counted before it is parsed (400 above): parsing costs memory per value.",
+    )
+    max_header_bytes: int = Field(
+        64 << 10,
+        ge=4 << 10,
+        description="Largest request line plus headers `python -m proxy_service` reads (431 "
+        "above, and the connection is closed).",
+    )
+    header_read_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a connection may take to send a request's headers, from its "
+        "opening or from the end of the previous response (then it is closed).",
     )
     estimate_missing_usage: bool = Field(
         True,

@@ -24,7 +24,13 @@ from tests.system import System, running_system
 KEY = "bsk-bad-input-000001"
 CASES: Counter[str] = Counter()
 """Generated cases per generator, printed at the end of the module (pytest -s shows it)."""
-METERED_ROUTES = ("/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/responses")
+METERED_ROUTES = (
+    "/v1/chat/completions",
+    "/v1/embeddings",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/v1/responses",
+)
 
 
 def sent(method: str, path: str, generator: str = "") -> None:

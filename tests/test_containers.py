@@ -155,7 +155,7 @@ def strip_nginx_comments(text: str) -> str:
 
 def nginx_config() -> str:
     ((source, _target),) = [
-        mount for mount in mounts(service("front")) if mount[1].startswith("/etc/nginx/")
+        mount for mount in mounts(service("front")) if mount[1] == "/etc/nginx/conf.d/default.conf"
     ]
     return strip_nginx_comments((ROOT / source).read_text())
 

@@ -334,6 +334,7 @@ def test_invalid_body_is_an_anthropic_400(system: System):
 
 
 def test_claude_code_side_routes(system: System, fake_upstream):
+    before = len(system.events())
     assert httpx.head(system.url + "/").status_code == 200
     assert httpx.get(system.url + "/").status_code == 200
     reply = httpx.post(system.url + "/api/event_logging/batch", json={"events": []})
@@ -357,6 +358,10 @@ def test_claude_code_side_routes(system: System, fake_upstream):
     ).json()["input_tokens"]
     assert without_tools < counted.json()["input_tokens"]
     assert fake_upstream.received() == []
+    # Metered: one record each, no usage charged.
+    counts = system.wait_events(before + 2)[before:]
+    assert [event["protocol"] for event in counts] == ["anthropic_count_tokens"] * 2
+    assert [event["usage"] for event in counts] == [None, None]
 
 
 def test_model_map_and_headers_not_forwarded(system: System, fake_upstream, client):

@@ -6,20 +6,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request, Response
 
 from proxy_service import openapi
-from proxy_service.auth import authenticate
-from proxy_service.bodies import read_body
 from proxy_service.bridge import Bridge, bridged
-from proxy_service.calls import MeteredCall, metered, parse_request
+from proxy_service.calls import MeteredCall, metered
 from proxy_service.convert.anthropic import request as anthropic_request
 from proxy_service.convert.anthropic.errors import anthropic_error
 from proxy_service.convert.anthropic.request import ConvertedRequest, anthropic_to_openai_request
 from proxy_service.convert.anthropic.response import openai_to_anthropic_message
 from proxy_service.convert.anthropic.stream import AnthropicStreamTranslator
 from proxy_service.convert.anthropic.token_count import count_tokens
-from proxy_service.deps import proxy_state
 from proxy_service.errors import InvalidRequest
 from proxy_service.ids import random_hex
 from proxy_service.state import ProxyState
@@ -63,14 +61,24 @@ async def _messages(call: MeteredCall) -> Response:
 
 
 @router.post("/v1/messages/count_tokens", openapi_extra=openapi.MESSAGES)
-async def count_message_tokens(request: Request) -> dict[str, int]:
-    """Answered locally (no upstream call, no usage event): see convert/anthropic/token_count.py."""
-    state = proxy_state(request)
-    authenticate(request.headers, state.keys)
-    raw = await read_body(request, state.settings.max_request_bytes)
-    body = parse_request(raw, state.settings.max_json_depth)
-    convert(state, {"max_tokens": 1, **body})
-    return {"input_tokens": count_tokens(body)}
+async def count_message_tokens(request: Request) -> Response:
+    """Answered locally (no upstream call; see convert/anthropic/token_count.py), but metered
+    like the model routes: the key's limits admit it, the body bounds apply, and it leaves one
+    record (protocol anthropic_count_tokens, usage null: counting costs no tokens)."""
+    return await metered(request, "anthropic_count_tokens", _count_message_tokens)
+
+
+async def _count_message_tokens(call: MeteredCall) -> Response:
+    assert call.body is not None
+    convert(call.state, {"max_tokens": 1, **call.body})
+    content = orjson.dumps({"input_tokens": count_tokens(call.body)})
+    fields = {
+        "status_code": 200,
+        "model": call.body.get("model"),
+        "prompt": call.prompt,
+        "response": orjson.Fragment(content),
+    }
+    return call.meter.reply(content, 200, "application/json", lambda: fields)
 
 
 @router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
