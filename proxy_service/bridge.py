@@ -23,8 +23,8 @@ from fastapi import Response
 
 from proxy_service.calls import MeteredCall
 from proxy_service.convert.openai.usage import estimated_usage, usage_record
-from proxy_service.errors import UpstreamFailure
-from proxy_service.streaming import SilenceAwareReader
+from proxy_service.errors import UpstreamFailure, event_bounds
+from proxy_service.streaming import SilenceAwareReader, StreamCopy, stream_copy
 from proxy_service.upstream import UpstreamReply, UpstreamStream, redacted_header
 from shared.supervision import describe_failure
 
@@ -48,6 +48,7 @@ class Translator(Protocol):
     def feed(self, chunk: bytes) -> list[bytes]: ...
     def finish(self) -> list[bytes]: ...
     def fail(self, message: str, code: str) -> list[bytes]: ...
+    def limit_event_bytes(self, limit: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,20 +166,23 @@ async def translated_stream(
 ) -> AsyncIterator[bytes]:
     """The client's bytes; `keepalive()` after each STREAM_PING_SECONDS of upstream silence,
     `failure_code` in the failure event, `model` recorded when the upstream names none."""
-    sent: list[bytes] = []
+    sent = stream_copy(call.state.settings)
     status, error = 200, None
-    reader = SilenceAwareReader(upstream, call.state.settings.stream_ping_seconds)
+    settings = call.state.settings
+    reader = SilenceAwareReader(upstream, settings.stream_ping_seconds, settings.relay_buffer_bytes)
+    translator.limit_event_bytes(settings.max_upstream_event_bytes)
     try:
         try:
             start = b"".join(translator.start())  # at once, before the upstream says anything
-            sent.append(start)
+            sent.add(start)
             yield start
-            async for chunk in reader.chunks():
-                frames = translator.feed(chunk) if chunk is not None else [keepalive()]
-                if frames:  # one write per upstream chunk, however many frames it made
-                    out = upstream.redact(b"".join(frames))
-                    sent.append(out)
-                    yield out
+            with event_bounds():
+                async for chunk in reader.chunks():
+                    frames = translator.feed(chunk) if chunk is not None else [keepalive()]
+                    if frames:  # one write per upstream chunk, however many frames it made
+                        out = upstream.redact(b"".join(frames))
+                        sent.add(out)
+                        yield out
             frames = translator.finish()
         except UpstreamFailure as failure:
             frames = translator.fail(f"{failure.message} mid-stream", failure_code)
@@ -187,16 +191,15 @@ async def translated_stream(
             log.error("request %s: %s", call.meter.request_id, error)
             frames = translator.fail("internal proxy error mid-stream", failure_code)
         out = upstream.redact(b"".join(frames))
-        sent.append(out)
+        sent.add(out)
         yield out
     except BaseException:
         status, error = call.state.shutdown.cut_reason()
         raise
     finally:
         await reader.close()
-        relayed = b"".join(sent)
         call.meter.settle(
-            lambda: _fields(call, upstream, translator, status, error, model, relayed), status
+            lambda: _fields(call, upstream, translator, status, error, model, sent), status
         )
 
 
@@ -207,7 +210,7 @@ def _fields(
     status: int,
     error: str | None,
     model: str | None,
-    relayed: bytes,
+    sent: StreamCopy,
 ) -> dict[str, Any]:
     return {
         "status_code": status,
@@ -215,6 +218,6 @@ def _fields(
         "upstream_id": translator.upstream_id or upstream.request_id,
         "model": translator.upstream_model or model,
         "prompt": call.prompt,
-        "response_stream": relayed.decode("utf-8", "replace"),
+        **sent.record_fields(),
         "usage": call.translated_usage(translator.usage, translator.usage_estimated),
     }

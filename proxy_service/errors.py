@@ -13,8 +13,9 @@ ProxyError                  status + message, rendered per protocol
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import orjson
 from fastapi import Request
@@ -22,6 +23,7 @@ from fastapi.responses import Response
 from redis.exceptions import RedisError
 
 from proxy_service.convert.anthropic.errors import error_body, status_error_type
+from shared.sse import EventTooLarge
 from shared.supervision import describe_failure
 
 log = logging.getLogger(__name__)
@@ -120,6 +122,16 @@ class UpstreamFailure(ProxyError):
 
     status = 502
     code = "upstream_error"
+
+
+@contextlib.contextmanager
+def event_bounds() -> Iterator[None]:
+    """Around a relay's reading: an upstream event past MAX_UPSTREAM_EVENT_BYTES fails the
+    stream as the upstream's failure, like a connection cut (the relay says so to the client)."""
+    try:
+        yield
+    except EventTooLarge as error:
+        raise UpstreamFailure(str(error)) from None
 
 
 def openai_error_body(status: int, message: str, code: str | None = None) -> bytes:

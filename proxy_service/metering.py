@@ -49,6 +49,7 @@ REQUEST_ID_HEADERS = {
     "openai_embeddings": "x-request-id",
     "openai_responses": "x-request-id",
     "anthropic_messages": "request-id",
+    "anthropic_count_tokens": "request-id",
 }
 """Where each API puts its request id (the SDKs expose these)."""
 
@@ -176,10 +177,12 @@ class UsageMeter:
         prompt: Any = None,
         response: Any = None,
         response_stream: str | None = None,
+        response_stream_cut: dict[str, int] | None = None,
         usage: dict[str, int] | None = None,
     ) -> None:
         """Publish the event and charge token limits; later calls are ignored, so every path
-        may call it safely."""
+        may call it safely. `response_stream_cut`: how much of a long stream the record did
+        not keep (streaming.StreamCopy)."""
         if self._finished:
             return
         self._finished = True
@@ -199,6 +202,8 @@ class UsageMeter:
         }
         if response_stream is not None:
             event["response_stream"] = response_stream
+        if response_stream_cut is not None:
+            event["response_stream_cut"] = response_stream_cut
         self._publisher.publish(event)
         self._metrics.requests.add(self.base["protocol"], status_code)
         if usage is not None:

@@ -5,11 +5,16 @@ spends about 1 ms of CPU per request, the aiohttp transport about a third of tha
 bench/README.md). Requests are httpx `Request` objects built from a URL parsed once and sent
 through the client's transport (httpx's `AsyncBaseTransport` interface): the client's per-request
 cookie jar, auth and redirect handling cost about a fifth of the proxy's CPU, and a gateway must
-not apply them anyway. Replies are read from the transport's raw byte stream (we ask for no
-content encoding, so there is nothing to decode). The transport's aiohttp session is ours, with
-no cookie jar: an upstream's cookie would otherwise follow one user's request into the next
-user's. Transport errors are translated here into `UpstreamFailure`, so routes never see httpx or
-aiohttp exceptions.
+not apply them anyway. Replies are read from the transport's raw byte stream; we ask for no
+content encoding, and one sent anyway is decoded here (reply_encodings.py). The transport's
+aiohttp session is ours, with no cookie jar: an upstream's cookie would otherwise follow one
+user's request into the next user's. Transport errors are translated here into
+`UpstreamFailure`, so routes never see httpx or aiohttp exceptions.
+
+Replies of shapes the protocols do not allow never reach a route: a 101 or a 3xx (never
+followed), an event stream to a non-stream request or JSON to a stream request, a non-stream body
+over MAX_UPSTREAM_BODY_BYTES; each is an `UpstreamFailure` (502) that names what came, and the
+connection it came on is closed, not reused.
 
 Every byte that comes back is redacted of the credential the request was sent with (the
 proxy's UPSTREAM_API_KEY, or the client's own key when none is set): upstreams quote it in error
@@ -31,6 +36,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from proxy_service.errors import UpstreamFailure
+from proxy_service.reply_encodings import ReplyDecoder, known_encoding, reply_decoder
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,6 +80,61 @@ def redacted_header(value: str | None, secret: bytes) -> str | None:
     return redact(value.encode("latin-1", "replace"), secret).decode("latin-1")
 
 
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def is_json(content_type: str | None) -> bool:
+    kind = media_type(content_type)
+    return kind == "application/json" or kind.endswith("+json")
+
+
+def refused_shape(response: httpx.Response, stream: bool) -> str | None:
+    """Why a reply cannot be given to a client of the protocol, or None if it can: a 1xx or a
+    3xx (not followed: the proxy sends the request it was given, to the upstream configured,
+    and the Location is not passed on), a content coding we cannot undo, a stream where none
+    was asked for, JSON where a stream was (errors, 4xx and 5xx, are read whatever their
+    type)."""
+    status, headers = response.status_code, response.headers
+    if status < 200 or 300 <= status < 400:
+        return f"upstream answered HTTP {status}, which this API does not allow"
+    if not known_encoding(headers.get("content-encoding")):
+        return f"upstream reply has content-encoding {headers['content-encoding'][:40]!r}"
+    if status >= 400:
+        return None
+    content_type = headers.get("content-type")
+    if not stream and media_type(content_type) == "text/event-stream":
+        return "upstream answered a non-stream request with an event stream"
+    if stream and is_json(content_type):
+        return "upstream answered a stream request with JSON, not an event stream"
+    return None
+
+
+async def decoded_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The reply's bytes with any content coding undone (raises UpstreamFailure)."""
+    decoder: ReplyDecoder | None = reply_decoder(response.headers.get("content-encoding"))
+    async for chunk in response.stream:
+        if decoder is None:
+            yield chunk
+        else:
+            for piece in decoder.decode(chunk):
+                yield piece
+    if decoder is not None:
+        decoder.finish()
+
+
+async def refuse(response: httpx.Response, why: str) -> UpstreamFailure:
+    """Close a reply the client cannot be given, and its connection (never pooled: whatever
+    follows on it is suspect), and say why."""
+    aiohttp_response = getattr(response.stream, "_aiohttp_response", None)  # httpx-aiohttp's
+    if isinstance(aiohttp_response, aiohttp.ClientResponse):
+        aiohttp_response.close()
+    with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+        await response.aclose()
+    log.warning("refused an upstream reply: %s", why)
+    return UpstreamFailure(why)
+
+
 @contextlib.contextmanager
 def translated_errors() -> Iterator[None]:
     try:
@@ -114,7 +175,7 @@ class UpstreamStream:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         with translated_errors():
-            async for chunk in self._response.stream:
+            async for chunk in decoded_chunks(self._response):
                 yield chunk
 
     async def read_error_body(self) -> bytes:
@@ -161,6 +222,7 @@ class Upstream:
         self._api_key = (
             settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
         )
+        self._max_body_bytes = settings.max_upstream_body_bytes
         self._timeouts = {
             "connect": settings.upstream_connect_timeout,
             "read": settings.upstream_read_timeout,
@@ -234,12 +296,14 @@ class Upstream:
         return await self._send(request, client_key)
 
     async def _send(self, request: httpx.Request, client_key: str) -> UpstreamReply:
-        """The whole reply, read and redacted."""
+        """The whole reply, decoded, bounded and redacted."""
         started = time.perf_counter()
         with translated_errors():
             response = await self._transport.handle_async_request(request)
+            if why := refused_shape(response, stream=False):
+                raise await refuse(response, why)
             try:
-                content = b"".join([chunk async for chunk in response.stream])
+                content = await self._bounded_body(response)
             finally:
                 await response.aclose()
         self._check_credentials(response.status_code)
@@ -254,6 +318,19 @@ class Upstream:
             waited=time.perf_counter() - started,
         )
 
+    async def _bounded_body(self, response: httpx.Response) -> bytes:
+        """The body, or a 502 once it passes MAX_UPSTREAM_BODY_BYTES (decoded): the rest is
+        never read, and the connection is closed."""
+        parts, size = [], 0
+        async for chunk in decoded_chunks(response):
+            parts.append(chunk)
+            size += len(chunk)
+            if size > self._max_body_bytes:
+                raise await refuse(
+                    response, f"upstream reply over {self._max_body_bytes} bytes (non-stream)"
+                )
+        return b"".join(parts)
+
     async def open_stream(
         self, body: bytes, client_key: str, endpoint: str = CHAT_COMPLETIONS
     ) -> UpstreamStream:
@@ -261,6 +338,8 @@ class Upstream:
         request = self._request(endpoint, client_key, body)
         with translated_errors():
             response = await self._transport.handle_async_request(request)
+            if why := refused_shape(response, stream=True):
+                raise await refuse(response, why)
         stream = UpstreamStream(
             response, time.perf_counter() - started, self.credential(client_key)
         )

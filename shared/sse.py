@@ -19,32 +19,55 @@ class ServerSentEvent:
     data: bytes
 
 
-class SSEDecoder:
-    """Incremental decoder: `feed(chunk)` returns the events completed by that chunk."""
+class EventTooLarge(ValueError):
+    """An event longer than its reader's bound: the stream cannot be read on."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"upstream event over {limit} bytes")
+        self.limit = limit
+
+
+class SSEDecoder:
+    """Incremental decoder: `feed(chunk)` returns the events completed by that chunk.
+
+    Work is linear in the bytes fed whatever the size of an event (each byte is searched once),
+    and with `max_event_bytes` an event (its lines so far and the line being read) longer than
+    that raises EventTooLarge instead of growing without bound."""
+
+    def __init__(self, max_event_bytes: int | None = None) -> None:
         self._buffer = bytearray()
         self._event = b""
         self._data: list[bytes] = []
+        self._event_bytes = 0
+        """Bytes of the current event's complete lines."""
+        self.max_event_bytes = max_event_bytes
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
-        self._buffer += chunk
-        events: list[ServerSentEvent] = []
-        start = 0
         buffer = self._buffer
+        start, search_from = 0, len(buffer)  # the buffer holds no newline between feeds
+        buffer += chunk
+        events: list[ServerSentEvent] = []
         while True:
-            end = buffer.find(b"\n", start)
+            end = buffer.find(b"\n", search_from)
             if end < 0:
                 break
             line = bytes(buffer[start:end])
-            start = end + 1
+            start = search_from = end + 1
+            self._event_bytes += len(line) + 1
             if line.endswith(b"\r"):
                 line = line[:-1]
             event = self._interpret(line)
             if event is not None:
                 events.append(event)
+            self._check_size(0)
         del buffer[:start]
+        self._check_size(len(buffer))
         return events
+
+    def _check_size(self, partial_line: int) -> None:
+        limit = self.max_event_bytes
+        if limit is not None and self._event_bytes + partial_line > limit:
+            raise EventTooLarge(limit)
 
     def flush(self) -> list[ServerSentEvent]:
         """Dispatch what a stream that ended without a final blank line left behind."""
@@ -55,12 +78,12 @@ class SSEDecoder:
     def _interpret(self, line: bytes) -> ServerSentEvent | None:
         if not line:
             if not self._data:
-                self._event = b""
+                self._event, self._event_bytes = b"", 0
                 return None
             event = ServerSentEvent(
                 self._event.decode("utf-8", "replace") or "message", b"\n".join(self._data)
             )
-            self._event, self._data = b"", []
+            self._event, self._data, self._event_bytes = b"", [], 0
             return event
         if line.startswith(b":"):
             return None

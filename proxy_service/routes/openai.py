@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,8 @@ from proxy_service.calls import MeteredCall, metered
 from proxy_service.convert.openai.estimate import estimate_output, estimate_prompt
 from proxy_service.convert.openai.stream_tap import OpenAIStreamTap
 from proxy_service.convert.openai.usage import estimated_usage, usage_record
-from proxy_service.errors import UpstreamFailure, openai_error_body
+from proxy_service.errors import UpstreamFailure, event_bounds, openai_error_body
+from proxy_service.streaming import stream_copy
 from proxy_service.upstream import CHAT_COMPLETIONS, UpstreamReply, UpstreamStream
 from shared.supervision import describe_failure
 
@@ -44,6 +46,9 @@ class Passthrough:
     """The event a stream ends with when it fails after the first byte."""
 
 
+BYTES_PER_TOKEN_RELAYED = 4
+"""For the part of a stream too long to keep: fewer bytes per token than any SSE framing takes,
+so the estimate stays biased upward."""
 CHAT = Passthrough(lambda body, relayed: (estimate_prompt(body), estimate_output(relayed)))
 
 
@@ -104,12 +109,14 @@ def _usage_or_estimate(
     status: int,
     relayed: bytes,
     passthrough: Passthrough,
+    not_kept: int = 0,
 ) -> dict[str, Any] | None:
     """The upstream's usage; when an accepted request has none (a stream cut before its usage
     chunk, an upstream that sends none), an estimate, so closing early costs tokens too."""
     if usage is not None or status >= 400 or not call.state.settings.estimate_missing_usage:
         return usage
-    return estimated_usage(*passthrough.estimate(call.body or {}, relayed))
+    prompt, output = passthrough.estimate(call.body or {}, relayed)
+    return estimated_usage(prompt, output + math.ceil(not_kept / BYTES_PER_TOKEN_RELAYED))
 
 
 async def _stream(call: MeteredCall, body: dict[str, Any]) -> Response:
@@ -149,6 +156,7 @@ async def streamed(
             upstream.waited,
         )
         return buffered(call, reply, passthrough)
+    tap.limit_event_bytes(call.state.settings.max_upstream_event_bytes)
     return call.meter.sse_response(_relay(call, upstream, tap, passthrough), upstream.status)
 
 
@@ -156,24 +164,25 @@ async def _relay(
     call: MeteredCall, upstream: UpstreamStream, tap: OpenAIStreamTap, passthrough: Passthrough
 ) -> AsyncIterator[bytes]:
     """Forward bytes as they arrive; on any end (done, failure, disconnect) meter once."""
-    sent: list[bytes] = []
+    sent = stream_copy(call.state.settings)
     status, error = 200, None
     try:
         try:
-            async for chunk in upstream.chunks():
-                out = upstream.redact(tap.feed(chunk))
-                if out:
-                    sent.append(out)
-                    yield out
+            with event_bounds():
+                async for chunk in upstream.chunks():
+                    out = upstream.redact(tap.feed(chunk))
+                    if out:
+                        sent.add(out)
+                        yield out
             tail = upstream.redact(tap.flush())
             if tail:
-                sent.append(tail)
+                sent.add(tail)
                 yield tail
             error = tap.error
         except UpstreamFailure as failure:
             error = f"{failure.message} mid-stream"
             frame = passthrough.error_frame(failure.status, error, failure.code)
-            sent.append(frame)
+            sent.add(frame)
             yield frame
         except Exception as failure:  # a bug, or upstream bytes it could not take: say so
             status, error = 500, f"internal proxy error: {describe_failure(failure)}"
@@ -181,14 +190,13 @@ async def _relay(
             frame = passthrough.error_frame(
                 500, "internal proxy error mid-stream", "internal_error"
             )
-            sent.append(frame)
+            sent.add(frame)
             yield frame
     except BaseException:
         status, error = call.state.shutdown.cut_reason()
         raise
     finally:
         await upstream.aclose()
-        relayed = b"".join(sent)
         call.meter.settle(
             lambda: {
                 "status_code": status,
@@ -196,8 +204,10 @@ async def _relay(
                 "upstream_id": tap.upstream_id or upstream.request_id,
                 "model": tap.model or (call.body or {}).get("model"),
                 "prompt": call.prompt,
-                "response_stream": relayed.decode("utf-8", "replace"),
-                "usage": _usage_or_estimate(call, tap.usage, upstream.status, relayed, passthrough),
+                **sent.record_fields(),
+                "usage": _usage_or_estimate(
+                    call, tap.usage, upstream.status, sent.kept(), passthrough, sent.cut
+                ),
             },
             status,
         )

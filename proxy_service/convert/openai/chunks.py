@@ -117,6 +117,10 @@ class ChatChunkReader(ABC):
         self._phase = Phase.STREAMING
         return self._opening()
 
+    def limit_event_bytes(self, limit: int) -> None:
+        """Bound every upstream event: `feed` raises EventTooLarge past `limit` bytes."""
+        self._decoder.max_event_bytes = limit
+
     def feed(self, chunk: bytes) -> list[bytes]:
         """Raw upstream bytes (split anywhere) in, the protocol's frames out."""
         frames = self.start()
