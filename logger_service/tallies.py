@@ -46,27 +46,40 @@ def tally_file(file: BinaryIO) -> dict[Cell, Tally]:
 
 
 def usage_fields(line: bytes) -> dict[str, Any] | None:
-    """What a tally reads from a line, without parsing its prompt and response when it can.
+    """What a tally reads from a line, without parsing its prompt and response when it can
+    (head_and_usage); else the whole line, parsed."""
+    record = head_and_usage(line)
+    if record is not None:
+        return record
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def head_and_usage(line: bytes, max_values: int | None = None) -> dict[str, Any] | None:
+    """The top-level fields before the prompt, and `usage` with what follows it, or None.
 
     The logger writes the README fields first and in order, `usage` last of them: the counted
     fields are in the short head before `,"prompt":` and in the tail from the top-level
     `,"usage":`, while the prompt and response between them are most of the bytes. A cut at a
     nested key leaves unbalanced braces, so both ends parse only when cut at the top level (a
     string cannot hold the bare quotes); otherwise, or if the head lacks a field that comes
-    before the prompt (another writer's order), the whole line is parsed.
+    before the prompt (another writer's order), None; None too, unparsed, when the two ends hold
+    more than `max_values` commas (a bound on their JSON values).
     """
     head, tail = line.find(PROMPT_KEY), line.rfind(USAGE_KEY)
-    if 0 <= head < tail:
-        try:
-            record = orjson.loads(line[:head] + b"}")
-            usage = orjson.loads(b"{" + line[tail + 1 :])
-        except orjson.JSONDecodeError:
-            record = None
-        if isinstance(record, dict) and record.keys() >= HEAD_FIELDS:
-            record["usage"] = usage["usage"]
-            return record
+    if not 0 <= head < tail:
+        return None
+    if max_values is not None and line.count(b",", 0, head) + line.count(b",", tail) > max_values:
+        return None
     try:
-        record = orjson.loads(line)
+        record = orjson.loads(line[:head] + b"}")
+        usage = orjson.loads(b"{" + line[tail + 1 :])
     except orjson.JSONDecodeError:
         return None
-    return record if isinstance(record, dict) else None
+    if not isinstance(record, dict) or not record.keys() >= HEAD_FIELDS:
+        return None
+    record["usage"] = usage["usage"]
+    return record

@@ -15,6 +15,13 @@ the events and key file loops are not, and their failure ends run() (LoggerFaile
 process exits and its container restarts it rather than staying up writing nothing. The
 heartbeat is refreshed only while the events loop completes read/write cycles and every loop
 runs; a file that cannot be written is named (DiskError), retried, and never acknowledged.
+
+A batch is bounded in bytes as well as in entries: a Lua script reads entries one at a time
+(XREADGROUP COUNT 1, in Redis) until BATCH_SIZE entries or LOGGER_BATCH_BYTES of their fields,
+so a batch holds at most LOGGER_BATCH_BYTES plus one entry, whatever the sizes (a blocking read,
+when nothing waits, takes one entry). Its lines are made in a thread, in slices of at most
+SLICE_BYTES, the heartbeat's progress noted after each: a batch of huge events neither stalls
+the event loop nor lets the heartbeat lapse.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from shared.supervision import Supervisor
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
+SLICE_BYTES = 8 << 20
 BLOCK_MS = 200
 GATHER_SECONDS = 0.02
 """After a batch short of BATCH_SIZE (the logger is keeping up), let the next events gather this
@@ -52,6 +60,25 @@ KEYFILE_EVERY_SECONDS = 0.2
 RETRY_DELAY_SECONDS = 0.5
 ROLLUP_EVERY_SECONDS = 1.0
 TIDY_EVERY_SECONDS = 60.0
+
+READ_BOUNDED = """
+local stream, group, consumer, start = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local max_count, max_bytes = tonumber(ARGV[4]), tonumber(ARGV[5])
+local entries, bytes = {}, 0
+while #entries < max_count and bytes < max_bytes do
+  local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1,
+                           'STREAMS', stream, start)
+  local entry = reply and reply[1][2][1]
+  if not entry then break end
+  entries[#entries + 1] = entry
+  for _, part in ipairs(entry[2] or {}) do bytes = bytes + #part end
+  if start ~= '>' then start = entry[1] end
+end
+return entries
+"""
+"""Entries for this consumer after `start` ('>': new ones; an id: its own pending ones), one
+XREADGROUP each, until `max_count` entries or `max_bytes` of their fields (the last one may
+pass it). A pending entry deleted from the stream comes without fields."""
 
 
 class LoggerFailed(Exception):
@@ -70,6 +97,7 @@ class UsageLogger:
         self.supervisor = Supervisor()
         self._stop = asyncio.Event()
         self._rollup_due = asyncio.Event()
+        self._read_bounded = redis.register_script(READ_BOUNDED)
         self.written = 0
 
     def stop(self) -> None:
@@ -175,54 +203,79 @@ class UsageLogger:
             if time.monotonic() >= next_claim:
                 await self._claim_abandoned()
                 next_claim = time.monotonic() + CLAIM_EVERY_SECONDS
-            if await self._read_batch(">") < BATCH_SIZE:
+            if not await self._read_batch(">"):
                 await asyncio.sleep(GATHER_SECONDS)
 
-    async def _read_batch(self, start: str) -> int:
-        reply = await self._redis.xreadgroup(
-            redis_names.LOGGER_GROUP,
-            self._consumer,
-            {redis_names.EVENTS_STREAM: start},
-            count=BATCH_SIZE,
-            block=None if start == "0" else BLOCK_MS,
-        )
-        entries = reply[0][1] if reply else []
-        await self._write(entries)
-        return len(entries)
-
-    async def _claim_abandoned(self) -> None:
-        cursor = "0-0"
-        while True:
-            cursor, entries, *_ = await self._redis.xautoclaim(
-                redis_names.EVENTS_STREAM,
+    async def _read_batch(self, start: str) -> bool:
+        """Read a batch bounded in bytes and write it; True if it was full (more may wait)."""
+        reply = await self._read_bounded(
+            keys=[redis_names.EVENTS_STREAM],
+            args=[
                 redis_names.LOGGER_GROUP,
                 self._consumer,
-                min_idle_time=CLAIM_IDLE_MS,
-                start_id=cursor,
-                count=BATCH_SIZE,
+                start,
+                BATCH_SIZE,
+                self._settings.logger_batch_bytes,
+            ],
+        )
+        entries = [(entry_id, _fields(flat)) for entry_id, flat in reply]
+        if not entries and start == ">":
+            waited = await self._redis.xreadgroup(
+                redis_names.LOGGER_GROUP,
+                self._consumer,
+                {redis_names.EVENTS_STREAM: start},
+                count=1,
+                block=BLOCK_MS,
             )
-            await self._write(entries)
-            if cursor in (b"0-0", "0-0"):
-                return
+            entries = waited[0][1] if waited else []
+        await self._write(entries)
+        size = sum(map(_entry_bytes, entries))
+        return len(entries) >= BATCH_SIZE or size >= self._settings.logger_batch_bytes
+
+    async def _claim_abandoned(self) -> None:
+        """Take over what dead consumers left pending (ids only: no entry is carried twice),
+        then write it as this consumer's own pending entries."""
+        while await self._redis.xautoclaim(
+            redis_names.EVENTS_STREAM,
+            redis_names.LOGGER_GROUP,
+            self._consumer,
+            min_idle_time=CLAIM_IDLE_MS,
+            start_id="0-0",
+            count=BATCH_SIZE,
+            justid=True,
+        ):
+            while not self._stop.is_set() and await self._read_batch("0"):
+                pass
 
     async def _write(self, entries: list) -> None:
         """Append, fsync, then acknowledge and delete: never the other way round. Each call
-        ends a read/write cycle: progress, for the heartbeat."""
-        entries = [(entry_id, fields) for entry_id, fields in entries if fields]
+        ends a read/write cycle: progress, for the heartbeat. A pending entry deleted from the
+        stream (no fields) is only acknowledged: there is nothing left to write."""
+        kept = [(entry_id, fields) for entry_id, fields in entries if fields]
+        lines: list[tuple[str, bytes]] = []
+        for piece in _slices(kept, SLICE_BYTES):
+            lines += await asyncio.to_thread(self._lines, piece)
+            self.health.progressed()
+        if lines:
+            self.written += await self._append(lines)
         if entries:
-            await self._append(entries)
+            await self._acknowledge([entry_id for entry_id, _ in entries])
         self.health.progressed()
 
-    async def _append(self, entries: list) -> None:
-        lines = [
+    def _lines(self, entries: list) -> list[tuple[str, bytes]]:
+        return [
             record_line(entry_id.decode(), fields, self._settings) for entry_id, fields in entries
         ]
+
+    async def _append(self, lines: list[tuple[str, bytes]]) -> int:
         try:
-            self.written += await asyncio.to_thread(self.sink.append, lines)
+            written = await asyncio.to_thread(self.sink.append, lines)
         except OSError as error:
             raise DiskError("append to", self.sink.path, error) from error
         self.health.disk_ok(self.sink.path.name)
-        ids = [entry_id for entry_id, _ in entries]
+        return written
+
+    async def _acknowledge(self, ids: list) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.xack(redis_names.EVENTS_STREAM, redis_names.LOGGER_GROUP, *ids)
             pipe.xdel(redis_names.EVENTS_STREAM, *ids)
@@ -243,3 +296,26 @@ async def _first_set(*events: asyncio.Event) -> None:
     finally:
         for wait in waits:
             wait.cancel()
+
+
+def _fields(flat: list | None) -> dict[bytes, bytes]:
+    """A script reply's [name, value, ...] as XREADGROUP's dict (empty: deleted entry)."""
+    return dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {}
+
+
+def _entry_bytes(entry: tuple) -> int:
+    return sum(len(name) + len(value) for name, value in entry[1].items())
+
+
+def _slices(entries: list, max_bytes: int) -> list[list]:
+    """`entries` in order, in runs of at most `max_bytes` (or of one larger entry)."""
+    slices: list[list] = []
+    size = max_bytes
+    for entry in entries:
+        entry_size = _entry_bytes(entry)
+        if size + entry_size > max_bytes:
+            slices.append([])
+            size = 0
+        slices[-1].append(entry)
+        size += entry_size
+    return slices

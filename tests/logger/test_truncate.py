@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from logger_service import truncate
 from logger_service.truncate import fit, truncate_record
@@ -97,12 +98,19 @@ def test_non_ascii_text_and_plain_strings():
     assert size(out) <= BUDGET and out.startswith("日本語") and "truncated" in out
 
 
-def test_a_list_of_short_strings_goes_straight_to_list_cutting(monkeypatch):
-    """Stream chunks hold no string a cut could shorten: `fit` neither copies them at each
-    string limit nor walks them once per rule (what made the logger slow on streams)."""
-    calls = []
-    monkeypatch.setattr(truncate, "_cut_strings", lambda *args: calls.append(args))
+def test_a_list_of_short_items_keeps_its_ends_whole():
     chunks = [{"choices": [{"delta": {"content": f"word {i} "}}]} for i in range(50)]
-    out = fit(chunks, 500)
-    assert out == [*chunks[:2], "…[46 items omitted]", *chunks[-2:]]
-    assert not calls
+    assert fit(chunks, 500) == [*chunks[:2], "…[46 items omitted]", *chunks[-2:]]
+
+
+@pytest.mark.parametrize("count", [1_000, 1_000_000])
+@pytest.mark.parametrize("item", [{}, [], "x", 0], ids=["objects", "lists", "strings", "numbers"])
+def test_the_work_follows_what_is_kept_not_the_size(monkeypatch, count, item):
+    """A list of a million small items is measured as often as one of a thousand: the walk
+    goes only into what is kept (what the 11 million empty objects of a 31 MiB body need)."""
+    calls = []
+    measure = truncate.size_of
+    monkeypatch.setattr(truncate, "size_of", lambda value: calls.append(1) or measure(value))
+    out = fit([item] * count, BUDGET)
+    assert out[2] == f"…[{count - 4} items omitted]" and size(out) <= BUDGET
+    assert len(calls) <= 12
