@@ -45,7 +45,7 @@ from redis.asyncio import Redis
 from bench.fake_upstream import Bodies
 from bench.load import DEFAULT_MODES, MODES, payload
 from bench.runkit import LineTail, cpu_seconds, other_cpus, pin_self, pinned
-from proxy_service.publisher import EventPublisher
+from proxy_service.publisher import EventBounds, EventPublisher
 from shared import redis_names
 from tests.processes import RedisServer, logger_process, service_env
 
@@ -221,7 +221,7 @@ class Bench:
 
 async def drain(bench: Bench, redis: Redis, make: EventMaker, count: int) -> dict[str, Any]:
     """Pre-fill the stream, then time the logger from its start until every line is on disk."""
-    publisher = EventPublisher(redis, capacity=count)
+    publisher = EventPublisher(redis, EventBounds.none())
     for index in range(count):
         publisher.publish(make(index))
     await publisher.drain(timeout=600)
@@ -255,7 +255,7 @@ async def sustained(
     while not await redis.exists(redis_names.LOGGER_HEARTBEAT):
         await asyncio.sleep(POLL_SECONDS)
     total = int(rate * duration)
-    publisher = EventPublisher(redis, capacity=total)
+    publisher = EventPublisher(redis, EventBounds.none())
     runner = asyncio.create_task(publisher.run())
     loop = asyncio.get_running_loop()
     cpu_logger0 = cpu_seconds(bench.logger.pid)

@@ -23,7 +23,7 @@ from proxy_service.keywriter import KeyWriter
 from proxy_service.limits import Limiter
 from proxy_service.model_catalog import ModelCatalog
 from proxy_service.observability import Metrics
-from proxy_service.publisher import EventPublisher
+from proxy_service.publisher import EventBounds, EventPublisher
 from proxy_service.routes import (
     admin,
     anthropic,
@@ -74,7 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
         redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
         upstream = Upstream(settings)
         keys = KeyStore(redis)
-        events = EventPublisher(redis, settings.event_buffer_size)
+        events = EventPublisher(redis, EventBounds.from_settings(settings))
         supervisor = Supervisor()
         catalog = ModelCatalog(upstream)
         app.state.proxy = ProxyState(

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from proxy_service.publisher import EventPublisher
+from proxy_service.publisher import EventPublisher, StreamState
 from shared.events import Protocol
 
 log = logging.getLogger(__name__)
@@ -35,26 +35,63 @@ class PublisherCollector(Collector):
         self._publisher = publisher
 
     def collect(self) -> Iterator[Metric]:
+        events = self._publisher
         yield CounterMetricFamily(
-            "b23_usage_events_published",
-            "Usage events handed to Redis",
-            value=self._publisher.published,
+            "b23_usage_events_published", "Usage events handed to Redis", value=events.published
         )
         yield CounterMetricFamily(
             "b23_usage_events_dropped",
-            "Usage events lost: buffer full while Redis was down",
-            value=self._publisher.dropped,
+            "Usage events lost: past EVENT_BUFFER_BYTES with every buffered event compacted",
+            value=events.dropped,
+        )
+        compacted = CounterMetricFamily(
+            "b23_usage_events_compacted",
+            "Usage events whose prompt and response were left out (usage kept), by where: "
+            "buffer (EVENT_BUFFER_BYTES), replay (REPLAY_MAX_BYTES), stream "
+            "(STREAM_COMPACT_BYTES, or published at shutdown past STREAM_MAX_ENTRIES)",
+            labels=("where",),
+        )
+        compacted.add_metric(["buffer"], events.buffer_compacted)
+        compacted.add_metric(["replay"], events.replay_compacted)
+        compacted.add_metric(["stream"], events.stream_compacted)
+        yield compacted
+        yield CounterMetricFamily(
+            "b23_usage_events_replay_dropped",
+            "Published usage events no longer kept for a replay (REPLAY_MAX_BYTES): lost only "
+            "if Redis restarts empty before the logger writes them",
+            value=events.replay_dropped,
         )
         yield CounterMetricFamily(
             "b23_usage_events_sanitised",
             "Usage events published with unserialisable fields set to null",
-            value=self._publisher.sanitised,
+            value=events.sanitised,
+        )
+        for name, documentation, value in (
+            ("pending", "Usage events waiting in this replica's buffer", events.pending),
+            ("pending_bytes", "Bytes of this replica's buffer", events.pending_bytes),
+            ("unconfirmed", "Published events kept for a replay", events.unconfirmed),
+            ("unconfirmed_bytes", "Bytes kept for a replay", events.unconfirmed_bytes),
+        ):
+            yield GaugeMetricFamily(f"b23_usage_events_{name}", documentation, value=value)
+        yield GaugeMetricFamily(
+            "b23_usage_stream_entries",
+            "Entries in the Redis stream at this replica's last flush",
+            value=events.stream_entries,
         )
         yield GaugeMetricFamily(
-            "b23_usage_events_pending",
-            "Usage events waiting in this replica's buffer",
-            value=self._publisher.pending,
+            "b23_usage_stream_bytes",
+            "The Redis stream's bytes as estimated at this replica's last flush",
+            value=events.stream_bytes,
         )
+        state = GaugeMetricFamily(
+            "b23_usage_stream_state",
+            "1 for the stream's state as this replica sees it: ok, compacting (past "
+            "STREAM_COMPACT_BYTES), full (past STREAM_MAX_ENTRIES: events wait in the buffer)",
+            labels=("state",),
+        )
+        for value in StreamState:
+            state.add_metric([value.value], float(events.stream is value))
+        yield state
 
 
 class Counts(Collector):

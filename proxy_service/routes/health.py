@@ -28,12 +28,15 @@ async def metrics(state: State) -> Response:
 @router.get("/readyz")
 async def readyz(state: State) -> Response:
     """Ready when Redis answers, this replica holds the key set the logger loaded, its usage
-    events are being published, and every background task runs."""
+    events are being published, and every background task runs. A stream past its bounds (the
+    logger behind) is shown, not a reason to be unready: every replica would be taken out for
+    what only the logger can fix."""
     try:
         redis_ok = bool(await state.redis.ping())
     except (RedisError, OSError):
         redis_ok = False
-    publishing = state.events.redis_ok
+    events = state.events
+    publishing = events.redis_ok
     tasks_ok = state.supervisor.all_running
     ready = redis_ok and state.keys.loaded and publishing and tasks_ok
     body = {
@@ -41,9 +44,23 @@ async def readyz(state: State) -> Response:
         "redis": redis_ok,
         "keys_loaded": state.keys.loaded,
         "publishing": publishing,
-        "events_pending": state.events.pending,
-        "events_dropped": state.events.dropped,
-        "events_sanitised": state.events.sanitised,
+        "events_pending": events.pending,
+        "events_pending_bytes": events.pending_bytes,
+        "events_dropped": events.dropped,
+        "events_compacted": {
+            "buffer": events.buffer_compacted,
+            "replay": events.replay_compacted,
+            "stream": events.stream_compacted,
+        },
+        "events_unconfirmed": events.unconfirmed,
+        "events_unconfirmed_bytes": events.unconfirmed_bytes,
+        "events_replay_dropped": events.replay_dropped,
+        "events_sanitised": events.sanitised,
+        "stream": {
+            "state": events.stream,
+            "entries": events.stream_entries,
+            "bytes": events.stream_bytes,
+        },
         "tasks": state.supervisor.status(),
         "logger": await files_report(state.redis),
     }
