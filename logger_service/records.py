@@ -18,10 +18,10 @@ import orjson
 
 from logger_service.assemble import stream_response
 from logger_service.tallies import head_and_usage, usage_fields
-from logger_service.truncate import MAX_KEY_CHARS, MIN_KEPT_CHARS, cut_text, fit, truncate_record
 from shared.events import EVENT_FIELDS
 from shared.settings import Settings
 from shared.supervision import MAX_ERROR_CHARS, describe_failure
+from shared.truncate import MAX_KEY_CHARS, MIN_KEPT_CHARS, cut_text, fit, truncate_record
 
 log = logging.getLogger(__name__)
 

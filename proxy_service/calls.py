@@ -46,7 +46,9 @@ class MeteredCall:
 
     @property
     def prompt(self) -> Any:
-        return logged_prompt(self.raw, self.body)
+        settings = self.state.settings
+        budget = None if settings.full_trace_logging else settings.max_log_field_size
+        return logged_prompt(self.raw, self.body, budget)
 
     def fail(self, status: int, error: str) -> None:
         self.meter.finish(status_code=status, error=error, prompt=self.prompt)

@@ -124,11 +124,8 @@ async def _stream(call: MeteredCall, body: dict[str, Any]) -> Response:
     options = body.get("stream_options")
     client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
     if not client_wants_usage:
-        body["stream_options"] = {
-            **(options if isinstance(options, dict) else {}),
-            "include_usage": True,
-        }
-        raw_upstream = orjson.dumps(body)
+        asked = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        raw_upstream = orjson.dumps({**body, "stream_options": asked})  # the record keeps body
     else:
         raw_upstream = call.raw
     tap = OpenAIStreamTap(drop_usage_chunk=not client_wants_usage)

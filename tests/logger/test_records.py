@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 from logger_service import records
 from logger_service.tallies import tally_block
-from logger_service.truncate import MARKER_LENGTH
 from shared.events import EVENT_FIELDS
 from shared.settings import Settings
+from shared.truncate import MARKER_LENGTH
 from tests.poison import (
     SPLICE,
     UNPROCESSABLE,

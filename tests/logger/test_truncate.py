@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from logger_service import truncate
-from logger_service.truncate import fit, truncate_record
+from shared import truncate
+from shared.truncate import fit, truncate_record
 
 BUDGET = 2000
 
