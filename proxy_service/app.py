@@ -18,6 +18,7 @@ from proxy_service.convert.model_map import ModelMap
 from proxy_service.convert.responses import ResponsesOptions
 from proxy_service.deps import proxy_state
 from proxy_service.errors import ProxyError, error_response
+from proxy_service.gc_tuning import tune_garbage_collector
 from proxy_service.keystore import KeyStore
 from proxy_service.keywriter import KeyWriter
 from proxy_service.limits import Limiter
@@ -98,6 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
             await keys.reload_all()
         supervisor.start("key_sync", keys.run, restart=True)
         supervisor.start("publisher", events.run, restart=True)
+        tune_garbage_collector()
         try:
             yield
         finally:
