@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy_service.convert.anthropic import request as anthropic_request
 from proxy_service.convert.anthropic.request import (
     ConversionOptions,
     InvalidRequest,
@@ -684,3 +685,51 @@ def test_conversion_is_deterministic_and_never_crashes(
     assert orjson.dumps(first.body) == orjson.dumps(second.body)
     assert body == snapshot  # input untouched
     assert_tool_adjacency(first.body["messages"])
+
+
+_SCHEMA_KEYS = st.sampled_from(
+    ["$schema", "$comment", "$ref", "type", "properties", "items", "description", "anyOf", "x"]
+)
+_SCHEMA_LEAVES = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.sampled_from(["object", "string", "$x", "a$"])
+)
+_SCHEMAS = st.dictionaries(
+    _SCHEMA_KEYS,
+    st.recursive(
+        _SCHEMA_LEAVES,
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(_SCHEMA_KEYS, inner, max_size=4)
+        ),
+        max_leaves=12,
+    ),
+    max_size=5,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_SCHEMAS)
+def test_tool_parameters_are_the_deep_cleaned_schema_whatever_its_shape(schema):
+    """The shallow-copy shortcut for schemas with `$` only at the top gives exactly what the
+    deep walk gives (nested `$schema`/`$comment` dropped, property names kept), and neither
+    changes the client's body."""
+    before = copy.deepcopy(schema)
+    tool = {"name": "t", "input_schema": schema}
+    parameters = convert(tools=[tool]).body["tools"][0]["function"]["parameters"]
+    expected = anthropic_request._clean_schema(before)
+    expected["type"] = "object"
+    if not isinstance(expected.get("properties"), dict):
+        expected["properties"] = {}
+    assert parameters == expected
+    assert schema == before
+
+
+@pytest.mark.parametrize("nested", ["$schema", "$comment"])
+def test_keywords_dropped_below_the_top_of_a_schema_too(nested):
+    schema = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "properties": {"$schema": {"type": "string", nested: "gone"}},
+    }
+    tool = {"name": "t", "input_schema": schema}
+    parameters = convert(tools=[tool]).body["tools"][0]["function"]["parameters"]
+    assert parameters == {"type": "object", "properties": {"$schema": {"type": "string"}}}
