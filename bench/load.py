@@ -7,14 +7,25 @@
     # open loop: 20 requests per second, started on schedule whatever the replies do
     python bench/load.py --url http://127.0.0.1:8866 --key bsk-... --rate 20 --duration 10
 
-Modes (`--modes`, comma-separated; default all four): openai-nonstream, openai-stream,
+Modes (`--modes`, comma-separated; default the first four): openai-nonstream, openai-stream,
 anthropic-nonstream, anthropic-stream, plus openai-stream-paced and anthropic-stream-paced (the
-fake upstream spaces events 5 ms apart for model `mock-paced`: time to first token).
+fake upstream spaces events 5 ms apart for model `mock-paced`: time to first token), and the
+real-size modes, whose bodies come from `bench/bodies.py`: anthropic-nonstream-78k,
+anthropic-stream-78k, anthropic-stream-370k (Claude Code: 24 tool schemas, system blocks, tool
+round trips), openai-nonstream-77k, openai-stream-77k (an agent framework on Chat Completions),
+responses-stream-77k (Codex) and responses-stream (`POST /v1/responses`, ~1 KB). The upstream
+has no Responses API in the bridge mode, so `--direct-url` skips the responses modes.
 
-Each request is the same ~1 KB conversation (system prompt and three turns). A reply counts as
-OK when it is HTTP 200 and complete: the fake upstream's last marker `END-OF-MOCK-REPLY.` is in
-it, plus `[DONE]` (OpenAI streams) or `message_stop` (Anthropic streams). Against a real upstream
-(`--model` some real model, `--no-check`) only the status is checked; do not saturate a paid API.
+The basic modes send the same ~1 KB conversation (system prompt and three turns). A reply counts
+as OK when it is HTTP 200 and complete: the fake upstream's last marker `END-OF-MOCK-REPLY.` is
+in it, plus `[DONE]` (OpenAI streams), `message_stop` (Anthropic streams) or `response.completed`
+(Responses streams). Against a real upstream (`--model` some real model, `--no-check`) only the
+status is checked; do not saturate a paid API.
+
+Mixed traffic (`--rate 20 --mix-rate 200 --mix-mode openai-stream`): beside each fixed-rate run,
+a second open loop sends the mix mode at its own rate on the same connections pool; both are
+reported apart, the measured mode as `<mode>+mix` and the background as `<mix mode>@<rate>/s`,
+so the p99 of real-size requests under a flood of small ones stands alone.
 
 Measured per run: completed req/s, latency p50/p90/p99 (open loop: from the *scheduled* send
 time, so a stalled proxy is not hidden by a waiting generator; the generator's own lag is shown
@@ -41,6 +52,9 @@ from typing import Any
 
 import aiohttp
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bodies import preset
+
 SYSTEM = (
     "You are a helpful coding assistant. Answer concisely, prefer short code examples, and "
     "explain trade-offs when there are several reasonable options. "
@@ -65,10 +79,29 @@ MODES: dict[str, dict[str, Any]] = {
     "anthropic-stream": {"proto": "anthropic", "stream": True},
     "openai-stream-paced": {"proto": "openai", "stream": True, "paced": True},
     "anthropic-stream-paced": {"proto": "anthropic", "stream": True, "paced": True},
+    "anthropic-nonstream-78k": {"proto": "anthropic", "stream": False, "body": True},
+    "anthropic-stream-78k": {"proto": "anthropic", "stream": True, "body": True},
+    "anthropic-stream-370k": {"proto": "anthropic", "stream": True, "body": True},
+    "openai-nonstream-77k": {"proto": "openai", "stream": False, "body": True},
+    "openai-stream-77k": {"proto": "openai", "stream": True, "body": True},
+    "responses-stream-77k": {"proto": "responses", "stream": True, "body": True},
+    "responses-stream": {"proto": "responses", "stream": True, "body": True},
 }
 DEFAULT_MODES = "openai-nonstream,openai-stream,anthropic-nonstream,anthropic-stream"
 END_MARKER = b"END-OF-MOCK-REPLY."
+# what ends a complete stream, and in how many last bytes (response.completed repeats the request)
+TAILS = {"openai": (b"[DONE]", 200), "anthropic": (b"message_stop", 200)}
+TAILS["responses"] = (b"event: response.completed", 1 << 30)
 TTFT_MARKER = b"Sure!"
+
+
+def body_for(name: str, mode: dict[str, Any], model: str) -> bytes:
+    """The mode's request body: a bench/bodies.py preset, or the basic ~1 KB conversation."""
+    return (
+        preset(name, model=model)
+        if mode.get("body")
+        else payload(mode["proto"], mode["stream"], model)
+    )
 
 
 def payload(proto: str, stream: bool, model: str) -> bytes:
@@ -98,13 +131,15 @@ def payload(proto: str, stream: bool, model: str) -> bytes:
 
 
 def headers_for(proto: str, key: str) -> dict[str, str]:
-    auth = {"authorization": f"Bearer {key}"} if proto == "openai" else {"x-api-key": key}
+    auth = {"x-api-key": key} if proto == "anthropic" else {"authorization": f"Bearer {key}"}
     extra = {"anthropic-version": "2023-06-01"} if proto == "anthropic" else {}
     return {"content-type": "application/json", **auth, **extra}
 
 
 def path_for(proto: str) -> str:
-    return "/v1/chat/completions" if proto == "openai" else "/v1/messages"
+    return {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}.get(
+        proto, "/v1/responses"
+    )
 
 
 @dataclass
@@ -188,8 +223,8 @@ async def one(
         samples.first_error = samples.first_error or f"HTTP {status}: {text[:160]!r}"
         return
     if check:
-        tail = b"[DONE]" if mode["proto"] == "openai" else b"message_stop"
-        if END_MARKER not in text or (mode["stream"] and tail not in text[-200:]):
+        tail, window = TAILS[mode["proto"]]
+        if END_MARKER not in text or (mode["stream"] and tail not in text[-window:]):
             samples.incomplete += 1
             samples.first_error = samples.first_error or f"incomplete reply: {text[-160:]!r}"
             return
@@ -279,6 +314,7 @@ def summarise(
     samples: Samples,
     elapsed: float,
     cpu: float,
+    rate: float | None = None,
 ) -> Result:
     requests = samples.ok + samples.errors + samples.non2xx + samples.incomplete
     return Result(
@@ -286,7 +322,7 @@ def summarise(
         mode=name,
         kind=kind,
         concurrency=args.concurrency if kind == "saturate" else 0,
-        rate=args.rate if kind == "rate" else 0.0,
+        rate=(args.rate if rate is None else rate) if kind == "rate" else 0.0,
         duration_s=round(elapsed, 3),
         requests=requests,
         ok=samples.ok,
@@ -319,9 +355,11 @@ async def run_all(args: argparse.Namespace) -> list[Result]:
         for name in args.modes:
             mode = MODES[name]
             model = args.paced_model if mode.get("paced") else args.model
-            body = payload(mode["proto"], mode["stream"], model)
+            body = body_for(name, mode, model)
             headers = headers_for(mode["proto"], args.key)
             for target, base in targets:
+                if target == "direct" and mode["proto"] == "responses":
+                    continue  # the fake upstream speaks chat and messages only
                 url = base + path_for(mode["proto"])
                 for kind in kinds:
                     if kind == "saturate" and mode.get("paced"):
@@ -340,7 +378,7 @@ async def run_all(args: argparse.Namespace) -> list[Result]:
                             args.warmup,
                         )
                     else:
-                        samples, elapsed = await fixed_rate(
+                        measured = fixed_rate(
                             session,
                             url,
                             body,
@@ -351,11 +389,45 @@ async def run_all(args: argparse.Namespace) -> list[Result]:
                             args.duration,
                             args.warmup,
                         )
+                        if args.mix_rate:
+                            mix = mixed_in(session, base, args)
+                            (samples, elapsed), (mix_samples, _) = await asyncio.gather(
+                                measured, mix
+                            )
+                        else:
+                            samples, elapsed = await measured
                     cpu = 100 * (time.process_time() - cpu0) / (time.perf_counter() - wall0)
-                    result = summarise(target, name, kind, args, samples, elapsed, cpu)
+                    mixed = kind == "rate" and args.mix_rate
+                    label = f"{name}+mix" if mixed else name
+                    result = summarise(target, label, kind, args, samples, elapsed, cpu)
                     results.append(result)
                     print(one_line(result), file=sys.stderr, flush=True)
+                    if mixed:
+                        background = f"{args.mix_mode}@{args.mix_rate:g}/s"
+                        result = summarise(
+                            target, background, kind, args, mix_samples, elapsed, cpu, args.mix_rate
+                        )
+                        results.append(result)
+                        print(one_line(result), file=sys.stderr, flush=True)
     return results
+
+
+def mixed_in(
+    session: aiohttp.ClientSession, base: str, args: argparse.Namespace
+) -> Any:  # a coroutine of fixed_rate's result
+    """The background open loop of `--mix-rate`: the mix mode beside the measured one."""
+    mode = MODES[args.mix_mode]
+    return fixed_rate(
+        session,
+        base + path_for(mode["proto"]),
+        body_for(args.mix_mode, mode, args.model),
+        headers_for(mode["proto"], args.key),
+        mode,
+        args.check,
+        args.mix_rate,
+        args.duration,
+        args.warmup,
+    )
 
 
 def one_line(r: Result) -> str:
@@ -385,6 +457,10 @@ def main() -> None:
     parser.add_argument("--modes", default=DEFAULT_MODES, help=f"any of {', '.join(MODES)}")
     parser.add_argument("--saturate", action="store_true", help="closed loop at --concurrency")
     parser.add_argument("--rate", type=float, default=0.0, help="open loop at this many req/s")
+    parser.add_argument(
+        "--mix-rate", type=float, default=0.0, help="with --rate: background req/s of --mix-mode"
+    )
+    parser.add_argument("--mix-mode", default="openai-stream", help="the background's mode")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per run")
     parser.add_argument(
@@ -403,7 +479,7 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="print markdown tables at the end")
     args = parser.parse_args()
     args.modes = [m for m in args.modes.split(",") if m]
-    unknown = [m for m in args.modes if m not in MODES]
+    unknown = [m for m in [*args.modes, args.mix_mode] if m not in MODES]
     if unknown:
         parser.error(f"unknown mode(s) {unknown}; known: {', '.join(MODES)}")
     if not args.saturate and not args.rate:
