@@ -22,6 +22,7 @@ from proxy_service.gc_tuning import tune_garbage_collector
 from proxy_service.keystore import KeyStore
 from proxy_service.keywriter import KeyWriter
 from proxy_service.limits import Limiter
+from proxy_service.malloc_tuning import map_large_blocks
 from proxy_service.model_catalog import ModelCatalog
 from proxy_service.observability import Metrics
 from proxy_service.publisher import EventBounds, EventPublisher
@@ -100,6 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
         supervisor.start("key_sync", keys.run, restart=True)
         supervisor.start("publisher", events.run, restart=True)
         tune_garbage_collector()
+        map_large_blocks(settings.large_block_bytes)
         try:
             yield
         finally:

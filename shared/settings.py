@@ -157,6 +157,14 @@ class Settings(BaseSettings):
         le=200,
         description="Deepest nesting of arrays and objects a request body may have (400 above).",
     )
+    large_block_bytes: int = Field(
+        0,
+        ge=0,
+        le=32 << 20,
+        description="Proxy, glibc only: allocations this large or larger get their own memory "
+        "mapping, returned to the system when freed (65536: peak RSS ~160 instead of 230-350 "
+        "MiB at real sizes, for more CPU per request); 0 keeps glibc's own threshold.",
+    )
     max_json_values: int = Field(
         1_000_000,
         ge=1000,
