@@ -170,4 +170,4 @@ def logged_prompt(raw: bytes, body: dict[str, Any] | None, budget: int | None) -
         return text if budget is None else cut_text(text, budget)
     if budget is None:
         return orjson.Fragment(raw)
-    return fit(body, budget)
+    return fit(body, budget, len(raw))  # raw is at least as long as the body re-serialised

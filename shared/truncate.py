@@ -51,10 +51,11 @@ def size_of(value: Any) -> int:
     return len(orjson.dumps(value))
 
 
-def fit(value: Any, budget: int) -> Any:
+def fit(value: Any, budget: int, size: int | None = None) -> Any:
     """`value`, or a cut copy that serialises to at most `budget` bytes (at least a marker's
-    length: a smaller budget gets the marker)."""
-    size = size_of(value)
+    length: a smaller budget gets the marker). `size`: what `value` serialises to, when the
+    caller knows it already (a parsed body's raw length), so the walk skips measuring it."""
+    size = size_of(value) if size is None else size
     return value if size <= budget else _fit(value, size, budget, 0)
 
 
