@@ -90,3 +90,12 @@ class FakeUpstreamControl:
 
     def open_streams(self) -> int:
         return httpx.get(self.base + "/_requests").json()["open_streams"]
+
+
+@pytest.fixture
+def private_redis(tmp_path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, so it can be killed without hurting other tests."""
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()

@@ -27,14 +27,6 @@ TOKENS = 18
 
 
 @pytest.fixture
-def private_redis(tmp_path) -> Iterator[RedisServer]:
-    (tmp_path / "redis").mkdir()
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def make_system(private_redis, fake_upstream_url, tmp_path) -> Iterator[Callable[..., System]]:
     systems: list[System] = []
 

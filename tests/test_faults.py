@@ -35,15 +35,6 @@ def call(url: str, key: str) -> httpx.Response:
 
 
 @pytest.fixture
-def private_redis(tmp_path) -> Iterator[RedisServer]:
-    """A Redis of this test's own, so it can be killed without hurting other tests."""
-    (tmp_path / "redis").mkdir()
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def system(private_redis, fake_upstream_url, tmp_path) -> Iterator[System]:
     system = System(private_redis.url, fake_upstream_url, tmp_path / "system")
     system.start_logger()
