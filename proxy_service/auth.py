@@ -33,7 +33,11 @@ def authenticate(headers: Mapping[str, str], keys: KeyStore) -> tuple[str, KeyRe
     return api_key, record
 
 
-def check_admin_token(given: str | None, expected: str) -> None:
-    """Constant-time comparison, so response timing tells nothing about the token."""
-    if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+def check_admin_token(given: str | None, accepted: tuple[str, ...]) -> None:
+    """Constant-time comparisons with every accepted token (the current one and, during a
+    rotation, the previous one), all of them always made, so timing tells nothing."""
+    if given is None:
+        raise AdminForbidden("missing or invalid x-admin-token")
+    matches = [hmac.compare_digest(given.encode(), token.encode()) for token in accepted]
+    if not any(matches):
         raise AdminForbidden("missing or invalid x-admin-token")

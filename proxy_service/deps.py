@@ -26,7 +26,7 @@ async def require_admin(
     address = request.client.host if request.client else "unknown"
     state.admin_guard.check(address)
     try:
-        check_admin_token(x_admin_token, state.settings.admin_token.get_secret_value())
+        check_admin_token(x_admin_token, state.settings.admin_tokens())
     except AdminForbidden:
         if x_admin_token is not None:
             state.admin_guard.failed(address, request.scope["route"].path)

@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(Path("./data"), description="Directory of keys.json and events.jsonl.")
     admin_token: SecretStr = Field(..., description="Token required in x-admin-token for /admin.")
+    admin_token_previous: SecretStr | None = Field(
+        None,
+        description="During a rotation only: the old admin token, still accepted until every "
+        "replica runs with the new ADMIN_TOKEN (then unset it).",
+    )
     port: int = Field(8866, ge=1, le=65535, description="Port the proxy listens on.")
     host: str = Field("0.0.0.0", description="Address the proxy listens on.")
     shutdown_grace_seconds: float = Field(
@@ -189,10 +194,17 @@ class Settings(BaseSettings):
         "(a stream cut before its usage chunk, an upstream that sends none).",
     )
 
-    @field_validator("admin_token")
+    def admin_tokens(self) -> tuple[str, ...]:
+        """The admin tokens accepted now: ADMIN_TOKEN, and ADMIN_TOKEN_PREVIOUS during a
+        rotation."""
+        previous = self.admin_token_previous
+        current = self.admin_token.get_secret_value()
+        return (current,) if previous is None else (current, previous.get_secret_value())
+
+    @field_validator("admin_token", "admin_token_previous")
     @classmethod
-    def _admin_token_not_trivial(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value().strip()) < MIN_ADMIN_TOKEN_LENGTH:
+    def _admin_token_not_trivial(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < MIN_ADMIN_TOKEN_LENGTH:
             raise ValueError(f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters")
         return value
 
