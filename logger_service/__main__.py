@@ -17,6 +17,7 @@ from logger_service.worker import LoggerFailed, UsageLogger
 from shared import redis_names
 from shared.logger_status import running_loggers
 from shared.settings import get_settings
+from shared.version import version
 
 
 async def serve() -> None:
@@ -54,6 +55,7 @@ async def check() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m logger_service", description=__doc__)
     parser.add_argument("--check", action="store_true", help="health check, exit 0 or 1")
+    parser.add_argument("--version", action="version", version=f"b23-llm-proxy {version()}")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.check:

@@ -7,6 +7,7 @@ and it has none of the request-head bounds of proxy_service/server.py.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
 import signal
@@ -16,6 +17,7 @@ import uvicorn
 
 from proxy_service.server import HeadBoundedProtocol, HeadBounds, raise_open_file_limit
 from shared.settings import get_settings
+from shared.version import version
 
 
 class GracefulServer(uvicorn.Server):
@@ -34,6 +36,9 @@ class GracefulServer(uvicorn.Server):
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m proxy_service", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"b23-llm-proxy {version()}")
+    parser.parse_args()
     settings = get_settings()
     bounds = HeadBounds(settings.max_header_bytes, settings.header_read_timeout)
     config = uvicorn.Config(

@@ -9,14 +9,18 @@ from redis.exceptions import RedisError
 
 from proxy_service.deps import State
 from shared.logger_status import files_report
+from shared.version import version
 
 router = APIRouter(tags=["health"])
 
 
+VERSION = version()
+
+
 @router.get("/healthz")
-async def healthz() -> dict[str, bool]:
-    """Liveness: the process answers."""
-    return {"ok": True}
+async def healthz() -> dict[str, bool | str]:
+    """Liveness: the process answers, and which version it runs."""
+    return {"ok": True, "version": VERSION}
 
 
 @router.get("/metrics", include_in_schema=False)
