@@ -185,6 +185,15 @@ def test_compose_runs_redis_logger_proxy_and_a_front():
     assert set(compose()["services"]) == {"redis", "logger", "proxy", "front"}
 
 
+def test_the_project_name_is_fixed_so_volumes_do_not_follow_the_folder():
+    assert compose()["name"] == "b23-llm-proxy"
+
+
+def test_the_proxy_scale_comes_from_dotenv_and_survives_an_up():
+    assert compose()["services"]["proxy"]["deploy"]["replicas"] == "${PROXY_REPLICAS:-1}"
+    assert "# PROXY_REPLICAS=" in (ROOT / ".env.example").read_text()
+
+
 def test_only_the_front_publishes_a_port_and_it_is_8866():
     services = compose()["services"]
     published = {name: svc["ports"] for name, svc in services.items() if svc.get("ports")}
