@@ -24,6 +24,7 @@ from proxy_service.convert.openai.usage import estimated_usage
 from proxy_service.deps import proxy_state
 from proxy_service.encodings import decoded_body
 from proxy_service.errors import ClientGone, InternalError, InvalidRequest, ProxyError
+from proxy_service.limits import RateLimited
 from proxy_service.metering import UsageMeter
 from proxy_service.state import ProxyState
 from shared.events import Protocol
@@ -81,7 +82,11 @@ async def metered(request: Request, protocol: Protocol, handler: Handler) -> Res
         limit = state.settings.max_request_bytes
         raw = await read_body(request, limit)
         call.raw = decoded_body(raw, request.headers.get("content-encoding"), limit)
-        await state.limiter.admit(key)
+        try:
+            await state.limiter.admit(key)
+        except RateLimited as refused:
+            state.metrics.limit_refusals.add(refused.limit)
+            raise
         call.body = parse_request(call.raw, state.settings)
         return await handler(call)
     except ProxyError as error:

@@ -90,6 +90,11 @@ class RateLimited(ProxyError):
     status = 429
     code = "rate_limit_exceeded"
 
+    def __init__(self, message: str, limit: str, headers: dict[str, str]) -> None:
+        super().__init__(message, headers=headers)
+        self.limit = limit
+        """Which of the key's limits refused it (rpm_limit, tpm_limit, ...)."""
+
 
 class LimitsUnavailable(ProxyError):
     """Redis is unreachable and LIMITS_FAIL_OPEN is false."""
@@ -148,6 +153,7 @@ class Limiter:
             name = which.decode() if isinstance(which, bytes) else which
             raise RateLimited(
                 f"{name} reached for this API key; retry after {seconds}s",
+                limit=name,
                 headers={"retry-after": str(seconds)},
             )
 

@@ -128,6 +128,7 @@ class UsageMeter:
 
     def upstream_waited(self, seconds: float) -> None:
         self._upstream_wait += seconds
+        self._metrics.upstream[self.base["protocol"]].observe(seconds)
 
     def sse_response(self, frames: AsyncIterator[bytes], status: int = 200) -> RelayResponse:
         """A streamed answer: never cached or buffered by proxies in front of us."""
@@ -207,6 +208,7 @@ class UsageMeter:
         self._publisher.publish(event)
         self._metrics.requests.add(self.base["protocol"], status_code)
         if usage is not None:
+            self._metrics.count_tokens(self.base["protocol"], usage)
             self._limiter.charge(self._key, usage["total_tokens"])
 
 

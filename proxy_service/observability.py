@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import typing
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -22,6 +23,7 @@ from shared.events import Protocol
 log = logging.getLogger(__name__)
 
 OVERHEAD_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+UPSTREAM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 MAX_UNKNOWN_PATHS = 100
 """Distinct paths the unknown-route counter names; later ones are counted as `other`."""
 MAX_PATH_CHARS = 200
@@ -139,6 +141,33 @@ class UnknownRoutes(Counts):
         self.add(method, path)
 
 
+class Tokens(Collector):
+    """Tokens of the usage records, by protocol and direction (prompt, completion, and the
+    cached part of prompt), summed in a dict and exported at scrape time."""
+
+    DIRECTIONS = ("prompt", "completion", "cached")
+
+    def __init__(self) -> None:
+        self.totals: dict[tuple[str, str], int] = {}
+
+    def add(self, protocol: str, usage: dict[str, Any]) -> None:
+        for direction in self.DIRECTIONS:
+            count = usage.get(f"{direction}_tokens") or 0
+            if count:
+                self.totals[protocol, direction] = self.totals.get((protocol, direction), 0) + count
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "b23_tokens",
+            "Tokens in usage records (estimates included), by protocol and direction: prompt, "
+            "completion, cached (the part of prompt served from the upstream's cache)",
+            labels=("protocol", "direction"),
+        )
+        for (protocol, direction), count in list(self.totals.items()):
+            family.add_metric([protocol, direction], count)
+        yield family
+
+
 class Metrics:
     """One registry per process; histogram children bound once per protocol."""
 
@@ -154,6 +183,24 @@ class Metrics:
         self.overhead = {
             protocol: overhead.labels(protocol) for protocol in typing.get_args(Protocol)
         }
+        upstream = Histogram(
+            "b23_upstream_seconds",
+            "Time waiting for the upstream: to its response headers for streams, to the end "
+            "of the reply when buffered",
+            ["protocol"],
+            buckets=UPSTREAM_BUCKETS,
+            registry=self.registry,
+        )
+        self.upstream = {
+            protocol: upstream.labels(protocol) for protocol in typing.get_args(Protocol)
+        }
+        self.tokens = Tokens()
+        self.limit_refusals = Counts(
+            "b23_limit_refusals",
+            "Requests refused by a key's limit (429), by limit: rpm_limit, tpm_limit, "
+            "daily_token_quota, monthly_token_quota",
+            ("limit",),
+        )
         self.requests = Counts(
             "b23_requests",
             "Metered requests (one per usage record) by protocol and final status",
@@ -169,8 +216,13 @@ class Metrics:
         self.unknown_routes = UnknownRoutes()
         for collector in (
             PublisherCollector(publisher),
+            self.tokens,
+            self.limit_refusals,
             self.requests,
             self.model_lists,
             self.unknown_routes,
         ):
             self.registry.register(collector)
+
+    def count_tokens(self, protocol: str, usage: dict[str, Any]) -> None:
+        self.tokens.add(protocol, usage)
