@@ -132,7 +132,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
         help="directory of events.jsonl (default: $DATA_DIR, else %(default)s)",
     )
     parser.add_argument("--json", action="store_true", help="print the JSON of GET /admin/usage")
-    parser.add_argument("--chart", type=Path, help="write an HTML chart of tokens per day per user")
+    parser.add_argument(
+        "--chart",
+        help="write an HTML chart of tokens per day per user to this file, or with `-` to "
+        "standard output (the table then goes to standard error)",
+    )
     return parser, parser.parse_args(argv)
 
 
@@ -160,16 +164,36 @@ def main(argv: list[str] | None = None) -> None:
     events_path = Settings.model_construct(data_dir=args.data_dir).events_path
     cells = file_cells(events_path, query)
     report = query.report(query.fold(cells))
+    chart_to_stdout = args.chart == "-"
+    out = sys.stderr if chart_to_stdout else sys.stdout
     if args.json:
-        sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+        out.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     else:
-        print(render_table(report))
+        print(render_table(report), file=out)
     if args.chart:
         per_day_user = replace(query, group_by=("day", "user")).fold(cells)
         period = f"{report['since']} to {report['until']}"
         subtitle = f"Total tokens per UTC day, stacked by user; {period}"
-        args.chart.write_text(render_chart(per_day_user, "Tokens per day per user", subtitle))
-        print(f"chart written to {args.chart}", file=sys.stderr)
+        html = render_chart(per_day_user, "Tokens per day per user", subtitle)
+        if chart_to_stdout:
+            sys.stdout.write(html)
+        else:
+            write_chart(parser, Path(args.chart), html)
+
+
+def write_chart(parser: argparse.ArgumentParser, path: Path, html: str) -> None:
+    """The chart file, or one line saying why not and what to do instead (in the logger's
+    container the app folder is read-only for its user)."""
+    try:
+        path.write_text(html)
+    except OSError as error:
+        parser.exit(
+            1,
+            f"cannot write the chart to {path}: {error.strerror}. Give a writable path, or "
+            "`--chart -` to write it to standard output (docker compose exec -T logger python "
+            "-m logger_service.report --chart - > tokens.html)\n",
+        )
+    print(f"chart written to {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

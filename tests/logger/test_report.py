@@ -3,6 +3,7 @@ checked against the lines themselves, with and without sidecars; the chart is we
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -114,3 +115,42 @@ def test_chart_is_a_well_formed_page_of_stacked_bars(data_dir, tmp_path):
 def bar_tokens(bar: ElementTree.Element) -> int:
     """From the bar's tooltip, `user, day: 12,345 tokens`."""
     return int(bar.find(f"{SVG}title").text.split(": ")[1].split()[0].replace(",", ""))
+
+
+def unshare_works() -> bool:
+    probe = ["unshare", "--mount", "true"]
+    try:
+        return subprocess.run(probe, capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.skipif(not unshare_works(), reason="needs unshare --mount (a private mount table)")
+def test_in_the_containers_layout_the_chart_goes_to_stdout_or_says_why_not(data_dir, tmp_path):
+    """The logger's container: the working folder (/app) cannot be written by the report's
+    user. Here a read-only bind mount of the working folder plays that part (it holds for
+    root too, which a test run may be)."""
+    app = tmp_path / "app"
+    app.mkdir()
+    command = [sys.executable, "-m", "logger_service.report", "--data-dir", str(data_dir)]
+
+    def in_read_only_app(*args: str) -> subprocess.CompletedProcess:
+        inner = " ".join(["exec", *command, *args])
+        script = f"mount --bind -o ro {app} {app} && cd {app} && {inner}"
+        return subprocess.run(
+            ["unshare", "--mount", "sh", "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+
+    refused = in_read_only_app("--chart", "tokens.html")
+    assert refused.returncode == 1
+    assert "cannot write the chart to tokens.html: Read-only file system" in refused.stderr
+    assert "--chart -" in refused.stderr and "Traceback" not in refused.stderr
+    to_stdout = in_read_only_app("--chart", "-")
+    assert to_stdout.returncode == 0, to_stdout.stderr
+    assert to_stdout.stdout.lstrip().lower().startswith("<!doctype html")
+    assert "total" in to_stdout.stderr.lower()  # the table moved to stderr
+    assert "<svg" in to_stdout.stdout
