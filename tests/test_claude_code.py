@@ -38,8 +38,9 @@ from tests.system import System, running_system
 
 pytestmark = pytest.mark.timeout(600)
 
-# The newest release whose `engines` accept Node 20 (what `npm install` picks on Node 20).
-DEFAULT_VERSION = "2.1.197"
+# The newest release (npm view @anthropic-ai/claude-code version); it ships a native binary, so
+# Node 20 runs it though its `engines` ask for more. A version bump is this line.
+DEFAULT_VERSION = "2.1.332"
 PACKAGE = "@anthropic-ai/claude-code"
 KEY = "bsk-claude-code-e2e-0001"
 RUN_TIMEOUT = 120
@@ -92,16 +93,26 @@ def system(redis_url: str, fake_upstream_url: str, tmp_path_factory) -> Iterator
         yield system
 
 
-def claude_env(base_url: str, api_key: str, home: Path) -> dict[str, str]:
-    """Only what Claude Code needs: none of the caller's ANTHROPIC_*, CLAUDE_* or proxy vars."""
+def claude_env(base_url: str, api_key: str, home: Path, how: str = "env") -> dict[str, str]:
+    """Only what Claude Code needs: none of the caller's ANTHROPIC_*, CLAUDE_* or proxy vars.
+    `how` the gateway is given, as the README's guide says: `env` (ANTHROPIC_BASE_URL and
+    ANTHROPIC_API_KEY in the environment) or `settings` (ANTHROPIC_BASE_URL and
+    ANTHROPIC_AUTH_TOKEN in ~/.claude/settings.json's `env`)."""
+    gateway = {"ANTHROPIC_BASE_URL": base_url}
+    if how == "settings":
+        settings = {"env": {**gateway, "ANTHROPIC_AUTH_TOKEN": api_key, **OFFLINE_ENV}}
+        (home / ".claude").mkdir(exist_ok=True)
+        (home / ".claude" / "settings.json").write_text(json.dumps(settings))
+        gateway = {}
+    else:
+        gateway["ANTHROPIC_API_KEY"] = api_key
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
         "TMPDIR": str(home),
         "TERM": "dumb",
         "LANG": "C.UTF-8",
-        "ANTHROPIC_BASE_URL": base_url,
-        "ANTHROPIC_API_KEY": api_key,
+        **gateway,
         **OFFLINE_ENV,
     }
 
@@ -136,8 +147,9 @@ def test_tool_loop_model_plays_both_turns(system: System, fake_upstream):
     assert json.loads(side.content[0].text) == {"title": TOOL_LOOP_OTHER}
 
 
+@pytest.mark.parametrize("how", ["env", "settings"])
 def test_claude_code_two_turn_tool_loop(
-    claude: list[str], system: System, fake_upstream, tmp_path: Path
+    claude: list[str], system: System, fake_upstream, tmp_path: Path, how: str
 ):
     home, work = tmp_path / "home", tmp_path / "work"
     home.mkdir()
@@ -165,7 +177,7 @@ def test_claude_code_two_turn_tool_loop(
         done = subprocess.run(
             argv,
             cwd=work,
-            env=claude_env(system.url, KEY, home),
+            env=claude_env(system.url, KEY, home, how),
             capture_output=True,
             text=True,
             timeout=RUN_TIMEOUT,
