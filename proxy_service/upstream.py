@@ -60,8 +60,11 @@ UPSTREAM_READ_TIMEOUT (600 s) when the upstream is stuck."""
 
 
 def describe_transport_error(error: BaseException) -> UpstreamFailure:
-    """Map an httpx/aiohttp error to 504 (the upstream went silent) or 502 (anything else)."""
+    """Map an httpx/aiohttp error to 504 (the upstream went silent after the connection was
+    made) or 502 (anything else, a connect timeout included: the upstream was never reached)."""
     cause = error.__cause__ or error
+    if isinstance(cause, aiohttp.ConnectionTimeoutError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return UpstreamFailure("upstream unreachable (connect timed out)")  # 502, as the table says
     if isinstance(cause, (TimeoutError, aiohttp.ServerTimeoutError, httpx.TimeoutException)):
         return UpstreamFailure("upstream timed out", status=504)
     if isinstance(cause, aiohttp.ClientConnectorError | httpx.ConnectError):
