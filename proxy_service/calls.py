@@ -10,6 +10,7 @@ Handlers that know more (an upstream reply's usage) meter first; `finish` keeps 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -52,7 +53,8 @@ class MeteredCall:
         return logged_prompt(self.raw, self.body, budget)
 
     def fail(self, status: int, error: str) -> None:
-        self.meter.finish(status_code=status, error=error, prompt=self.prompt)
+        model = (self.body or {}).get("model")
+        self.meter.finish(status_code=status, error=error, prompt=self.prompt, model=model)
 
     def translated_usage(self, usage: dict[str, Any], estimated: bool) -> dict[str, Any] | None:
         """A stream translator's usage: the upstream's, or the translator's estimate marked as
@@ -86,6 +88,8 @@ async def metered(request: Request, protocol: Protocol, handler: Handler) -> Res
             await state.limiter.admit(key)
         except RateLimited as refused:
             state.metrics.limit_refusals.add(refused.limit)
+            with contextlib.suppress(ProxyError):  # for the record: its prompt and model
+                call.body = parse_request(call.raw, state.settings)
             raise
         call.body = parse_request(call.raw, state.settings)
         return await handler(call)

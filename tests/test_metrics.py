@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fake_upstream import USAGE
-from tests.processes import ROOT
+from tests.processes import ROOT, wait_until
 from tests.system import System, running_system
 
 KEY = "bsk-metrics-0001"
@@ -95,3 +95,19 @@ def test_a_limit_refusal_is_counted_by_limit(system: System) -> None:
     assert statuses[0] == 200 and statuses.count(429) == 2
     after = value(samples(system), "b23_limit_refusals_total", limit="rpm_limit")
     assert after - before == 2
+
+
+def test_a_refused_request_is_recorded_with_its_prompt_and_model(system: System) -> None:
+    """A 429 comes before the body is needed, but its record still shows what was asked."""
+    key = "bsk-metrics-refused-0001"
+    assert system.upsert(key, "rex", rpm_limit=1).status_code == 200
+    statuses = [chat(system, key).status_code for _ in range(2)]
+    assert statuses == [200, 429]
+
+    def refused() -> dict | None:
+        matches = [e for e in system.events() if e["user_id"] == "rex" and e["status_code"] == 429]
+        return matches[0] if matches else None
+
+    record = wait_until(refused, 10, what="the 429's record")
+    assert record["model"] == "m"
+    assert record["prompt"] == {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
