@@ -28,7 +28,6 @@ from tests.processes import (
     wait_until,
 )
 from tests.system import System
-from tests.test_faults import private_redis  # noqa: F401 (a fixture, used by name)
 
 KEY = "bsk-hardening-key-0001"
 OTHER_KEY = "bsk-hardening-key-0002"
@@ -48,7 +47,7 @@ def chat(url: str, key: str) -> int:
 
 @pytest.fixture
 def system(
-    private_redis: RedisServer,  # noqa: F811 (the fixture imported above)
+    private_redis: RedisServer,
     fake_upstream_url: str,
     tmp_path: Path,
 ) -> Iterator[System]:
@@ -195,7 +194,7 @@ def logger_view(system: System, url: str) -> dict:
 @pytest.mark.parametrize("invalid", INVALID_FILES.values(), ids=INVALID_FILES.keys())
 def test_invalid_keys_file_and_redis_restarted_empty_every_replica_stays_not_ready(
     system: System,
-    private_redis: RedisServer,  # noqa: F811 (the fixture imported above)
+    private_redis: RedisServer,
     invalid: bytes,
 ):
     """No key set is marked loaded, so replicas refuse to be ready rather than serve an empty
