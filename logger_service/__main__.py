@@ -16,12 +16,12 @@ from redis.exceptions import RedisError
 from logger_service.worker import LoggerFailed, UsageLogger
 from shared import redis_names
 from shared.logger_status import running_loggers
-from shared.settings import get_settings
+from shared.settings import get_settings, service_settings
 from shared.version import version
 
 
 async def serve() -> None:
-    settings = get_settings()
+    settings = service_settings()
     redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
     logger = UsageLogger(settings, redis)
     loop = asyncio.get_running_loop()

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from proxy_service.server import HeadBoundedProtocol, HeadBounds, raise_open_file_limit
-from shared.settings import get_settings
+from shared.settings import service_settings
 from shared.version import version
 
 
@@ -39,7 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m proxy_service", description=__doc__)
     parser.add_argument("--version", action="version", version=f"b23-llm-proxy {version()}")
     parser.parse_args()
-    settings = get_settings()
+    settings = service_settings()
     bounds = HeadBounds(settings.max_header_bytes, settings.header_read_timeout)
     config = uvicorn.Config(
         "proxy_service.main:app",

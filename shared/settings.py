@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -246,3 +248,29 @@ def get_settings() -> Settings:
     except ValidationError as error:
         print(describe_invalid_settings(error), file=sys.stderr)
         raise SystemExit(2) from None
+
+
+STAY_DOWN_VARIABLE = "B23_ON_INVALID_CONFIG"
+"""`wait`: a service whose configuration is invalid says why once and waits to be stopped,
+instead of exiting (Compose sets it: a container that exits is restarted every few seconds,
+repeating the line, while one that waits shows unhealthy and `docker compose up` names it)."""
+
+
+def service_settings() -> Settings:
+    """The settings a long-running service starts with (`python -m proxy_service`,
+    `python -m logger_service`): invalid ones end the process with status 2, or with
+    B23_ON_INVALID_CONFIG=wait once it is told to stop."""
+    try:
+        return get_settings()
+    except SystemExit:
+        if os.environ.get(STAY_DOWN_VARIABLE) == "wait":
+            print(
+                f"staying down until stopped ({STAY_DOWN_VARIABLE}=wait): fix the setting "
+                "in .env and recreate the container",
+                file=sys.stderr,
+                flush=True,
+            )
+            stop = {signal.SIGTERM, signal.SIGINT}
+            signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # delivered to sigwait, not handlers
+            signal.sigwait(stop)
+        raise

@@ -189,6 +189,12 @@ def test_the_project_name_is_fixed_so_volumes_do_not_follow_the_folder():
     assert compose()["name"] == "b23-llm-proxy"
 
 
+@pytest.mark.parametrize("name", ["logger", "proxy"])
+def test_an_invalid_config_waits_instead_of_crash_looping(name):
+    environment = compose()["services"][name]["environment"]
+    assert environment["B23_ON_INVALID_CONFIG"] == "wait"  # tests/test_invalid_config.py
+
+
 def test_the_proxy_scale_comes_from_dotenv_and_survives_an_up():
     assert compose()["services"]["proxy"]["deploy"]["replicas"] == "${PROXY_REPLICAS:-1}"
     assert "# PROXY_REPLICAS=" in (ROOT / ".env.example").read_text()
