@@ -206,3 +206,9 @@ def _by_owner(record: KeyRecord) -> tuple[str, str]:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def json_time(value: datetime) -> str:
+    """A time as every key view writes it (pydantic's JSON form: UTC, `Z`), so no field of an
+    answer says `+00:00` where the others say `Z`."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

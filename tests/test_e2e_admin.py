@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import re
 import time
 from collections.abc import Iterator
 
@@ -101,7 +102,9 @@ def test_rotate_with_grace_then_old_key_refused(system: System):
     assert reply.status_code == 200
     rotated = reply.json()
     assert rotated["key_id"] == created["key_id"] and rotated["api_key"] != created["api_key"]
-    assert rotated["previous_key_valid_until"]
+    # Every time in a key view in one format: pydantic's UTC `Z` form, as created_at is.
+    times = [rotated["previous_key_valid_until"], rotated["created_at"]]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", t) for t in times), times
     assert call(b, rotated["api_key"]).status_code == 200
     assert call(b, created["api_key"]).status_code == 200
     time.sleep(2.0)

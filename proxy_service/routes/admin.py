@@ -19,6 +19,7 @@ from shared.keys import (
     KeyRecord,
     SendableKey,
     hash_api_key,
+    json_time,
     key_hint,
     new_api_key,
     new_key_id,
@@ -97,7 +98,7 @@ def public_view(record: KeyRecord, grace: KeyRecord | None = None) -> dict[str, 
     """A key as admin answers show it: never the key or its hash."""
     view = record.model_dump(mode="json", exclude={"key_hash", "superseded"})
     if grace is not None and grace.expires_at is not None:
-        view["previous_key_valid_until"] = grace.expires_at.isoformat()
+        view["previous_key_valid_until"] = json_time(grace.expires_at)
     return view
 
 
