@@ -41,10 +41,17 @@ svg text { font: 11px system-ui, sans-serif; fill: #444; }
 """
 
 
-def render_chart(per_day_user: Mapping[GroupKey, Tally], title: str, subtitle: str) -> str:
+def render_chart(
+    per_day_user: Mapping[GroupKey, Tally],
+    title: str,
+    subtitle: str,
+    period: tuple[str, str] | None = None,
+) -> str:
     """`per_day_user` maps (day, user_id) to its tally; bars stack users' total tokens, the ten
-    biggest users in colour and the rest as `others`."""
-    days = _day_range([day for day, _ in per_day_user])
+    biggest users in colour and the rest as `others`. `period` (first and last day asked for)
+    gives every day of it a slot, data or not: a deployment a day old shows one bar at the end
+    of its 30 days, not one bar filling the plot."""
+    days = _day_range([day for day, _ in per_day_user] + list(period or ()))
     users, series = _series(per_day_user)
     totals = [sum(series[user].get(day, 0) for user in users) for day in days]
     slot = max(MIN_SLOT, min(MAX_BAR_WIDTH + 8, PLOT_MIN_WIDTH // max(len(days), 1)))

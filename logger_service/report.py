@@ -33,6 +33,7 @@ from shared.usage_query import (
     GROUPINGS,
     UsageQuery,
     build_query,
+    day_of,
 )
 
 CLOCK_SKEW_SECONDS = 3600
@@ -172,9 +173,10 @@ def main(argv: list[str] | None = None) -> None:
         print(render_table(report), file=out)
     if args.chart:
         per_day_user = replace(query, group_by=("day", "user")).fold(cells)
-        period = f"{report['since']} to {report['until']}"
-        subtitle = f"Total tokens per UTC day, stacked by user; {period}"
-        html = render_chart(per_day_user, "Tokens per day per user", subtitle)
+        span = f"{report['since']} to {report['until']}"
+        subtitle = f"Total tokens per UTC day, stacked by user; {span}"
+        days = (day_of(query.first_hour), day_of(query.end_hour - 1))
+        html = render_chart(per_day_user, "Tokens per day per user", subtitle, days)
         if chart_to_stdout:
             sys.stdout.write(html)
         else:
