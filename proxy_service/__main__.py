@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from proxy_service.container_hints import warn_about_loopback_upstream
 from proxy_service.server import HeadBoundedProtocol, HeadBounds, raise_open_file_limit
 from shared.settings import service_settings
 from shared.version import version
@@ -51,6 +52,7 @@ def main() -> None:
         log_level="info",
     )
     raise_open_file_limit()  # after the Config: uvicorn's logging is set up then
+    warn_about_loopback_upstream(settings.upstream_base_url)
     GracefulServer(config).run()
 
 
