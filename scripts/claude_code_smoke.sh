@@ -9,7 +9,7 @@
 # reporting, the auto-updater and non-essential traffic off, so it talks to the proxy only.
 # It is found as $CLAUDE_CODE_BIN, else in $B23_CLAUDE_CODE_DIR (default ~/.cache/b23/claude-code,
 # where tests/test_claude_code.py installs it), else as `claude` on PATH; when none exists it is
-# `npm install`ed into that cache dir ($B23_CLAUDE_CODE_VERSION, default 2.1.197).
+# `npm install`ed into that cache dir ($B23_CLAUDE_CODE_VERSION, default 2.1.332, the version tests/test_claude_code.py runs).
 # Also: SMOKE_MODEL (--model, e.g. sonnet or haiku), SMOKE_TIMEOUT (seconds, default 180),
 # SMOKE_DEBUG=1 (keep Claude Code's debug log and print its path on stderr).
 # Exit status: Claude Code's (non-zero on any API error, e.g. a bad key or an upstream failure).
@@ -20,7 +20,7 @@ set -euo pipefail
 
 prompt="${1:-Reply with exactly the word pong.}"
 shift || true
-version="${B23_CLAUDE_CODE_VERSION:-2.1.197}"
+version="${B23_CLAUDE_CODE_VERSION:-2.1.332}"
 cache="${B23_CLAUDE_CODE_DIR:-$HOME/.cache/b23/claude-code}"
 
 find_claude() {
