@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,6 +35,10 @@ from shared.keys import KeyFile, KeyRecord
 log = logging.getLogger(__name__)
 
 FileStat = tuple[int, int, int]
+SETTLE_NS = 1_000_000_000
+"""A file changed this recently that does not parse may be half written (an editor or a test
+writing in place, `cat > keys.json`): it is read again on the next tick instead of being
+reported and copied aside, until it has been still this long."""
 
 
 class KeyFileKeeper:
@@ -85,6 +90,10 @@ class KeyFileKeeper:
             return None
         return (st.st_ino, st.st_size, st.st_mtime_ns)
 
+    def _still_being_written(self) -> bool:
+        stat = self._stat()
+        return stat is not None and time.time_ns() - stat[2] < SETTLE_NS
+
     def _read_bytes(self) -> bytes | None:
         try:
             return self.path.read_bytes()
@@ -113,6 +122,9 @@ class KeyFileKeeper:
             try:
                 mapping = _parse(content)
             except (ValueError, TypeError, RecursionError) as error:
+                if self._still_being_written():
+                    self._seen_stat = None  # look again on the next tick
+                    return
                 self._reject(content, digest, error)
                 return
         async with self._redis.pipeline(transaction=True) as pipe:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import stat
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import orjson
 import pytest
 import redis
 
-from shared.redis_names import EVENTS_STREAM, KEYS_LOADED, LOGGER_GROUP, LOGGER_HEARTBEAT
+from shared.redis_names import EVENTS_STREAM, KEYS_HASH, KEYS_LOADED, LOGGER_GROUP, LOGGER_HEARTBEAT
 from tests.load import run_load
 from tests.logger.test_logger_usage import usage_report
 from tests.poison import POISONS, proxy_event
@@ -37,6 +38,12 @@ NO_UPSTREAM = "http://127.0.0.1:9/v1"
 def keys_loaded(server: RedisServer) -> bool:
     with redis.Redis.from_url(server.url) as client:
         return bool(client.exists(KEYS_LOADED))
+
+
+def key_users(server: RedisServer) -> list[bytes]:
+    """The key records in Redis, raw (what the logger loaded from keys.json)."""
+    with redis.Redis.from_url(server.url) as client:
+        return list(client.hgetall(KEYS_HASH).values())
 
 
 def chat(url: str, key: str) -> int:
@@ -189,6 +196,26 @@ def break_keys_file(system: System, content: bytes) -> Path:
 
 def logger_view(system: System, url: str) -> dict:
     return system.readyz(url).json()["logger"]
+
+
+def test_a_hand_edit_caught_half_written_is_read_again_not_reported(
+    system: System, private_redis: RedisServer
+):
+    """An edit in place (`cat > keys.json`, an editor, a script) can be read between its
+    truncation and its last write: the logger waits for the file to be still before it calls
+    it invalid, so the finished edit loads with no error and no copy aside."""
+    system.keys_path.write_bytes(GOOD_FILE)
+    system.start_logger()
+    wait_until(lambda: keys_loaded(private_redis), 5, what="keys.json loaded")
+    edited = GOOD_FILE.replace(b"olga", b"olga-edited")
+    with system.keys_path.open("wb") as file:  # truncated now, written 0.5 s later
+        file.flush()
+        time.sleep(0.5)
+        file.write(edited)
+    url = system.start_proxy()
+    wait_until(lambda: "olga-edited" in str(key_users(private_redis)), 5, what="the edit loaded")
+    assert "does not parse" not in system.logs() and copies_aside(system) == []
+    assert logger_view(system, url)["keys_file"] == "ok"
 
 
 @pytest.mark.parametrize("invalid", INVALID_FILES.values(), ids=INVALID_FILES.keys())
