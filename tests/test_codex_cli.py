@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tomllib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 
 from tests.fake_upstream import TOOL_LOOP_DONE, TOOL_LOOP_FILE, TOOL_LOOP_MODEL
 from tests.npm_clients import NpmClient, cache_dir
+from tests.processes import ROOT
 from tests.system import System, running_system
 
 pytestmark = pytest.mark.timeout(600)
@@ -166,3 +168,17 @@ def test_codex_exec_two_turn_shell_loop(codex, system: System, fake_upstream, tm
     [completed] = [event for event in events if event["type"] == "turn.completed"]
     assert completed["usage"]["input_tokens"] == 11 * len(records)
     assert completed["usage"]["output_tokens"] == 7 * len(records)
+
+
+def test_the_readme_gives_the_configuration_this_test_runs() -> None:
+    """README's config.toml for Codex is what Codex runs with here, but for the host and
+    the test-only switches (no retries, analytics, history...): a change to one without the
+    other fails."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```toml\n", readme.index("Codex CLI (`$CODEX_HOME/config.toml`"))
+    documented = tomllib.loads(readme[start + 8 : readme.index("```", start + 8)])
+    ours = tomllib.loads(CONFIG.format(model="m", base_url="http://127.0.0.1:8866"))
+    assert documented["model_provider"] == ours["model_provider"] == "b23"
+    provider, tested = documented["model_providers"]["b23"], ours["model_providers"]["b23"]
+    assert provider == {key: tested[key] for key in provider}
+    assert provider["base_url"].endswith("/v1") and provider["wire_api"] == "responses"
