@@ -61,6 +61,7 @@ from proxy_service.bodies import logged_prompt
 from proxy_service.publisher import EventBounds, EventPublisher
 from shared import redis_names
 from shared.settings import Settings
+from shared.sse import encode_event
 from tests.processes import RedisServer, logger_process, service_env
 
 MODEL = "mock-model"
@@ -259,9 +260,7 @@ def claude_code_reply(deltas: int) -> str:
         },
         {"type": "message_stop"},
     ]
-    return "".join(
-        f"event: {event['type']}\ndata: {orjson.dumps(event).decode()}\n\n" for event in events
-    )
+    return b"".join(encode_event(event["type"], event) for event in events).decode()
 
 
 @dataclass(frozen=True)

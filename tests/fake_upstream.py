@@ -52,6 +52,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from shared.sse import encode_event
+
 REPLY_TEXT = "Hello! How can I help?"
 REPLY_PARTS = ("Hello", "!", " How can I help?")
 USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
@@ -208,8 +210,11 @@ class FakeUpstream:
             for sent, chunk in enumerate(step["sse"]):
                 if step.get("abort_after") is not None and sent >= step["abort_after"]:
                     raise Aborted("scripted connection drop")
+                if step.get("named") and isinstance(chunk, dict) and "type" in chunk:
+                    yield encode_event(chunk["type"], chunk)
+                    continue
                 data = chunk.encode() if isinstance(chunk, str) else orjson.dumps(chunk)
-                yield named_event(chunk, step.get("named", False)) + b"data: " + data + b"\n\n"
+                yield b"data: " + data + b"\n\n"
                 await asyncio.sleep(step.get("delay", 0))
             while step.get("hang"):
                 await asyncio.sleep(3600)
@@ -322,10 +327,10 @@ def default_chunks(model: str, include_usage: bool) -> list[dict[str, Any]]:
     return chunks
 
 
-def named_event(chunk: Any, named: bool) -> bytes:
-    if named and isinstance(chunk, dict) and isinstance(chunk.get("type"), str):
-        return b"event: " + chunk["type"].encode() + b"\n"
-    return b""
+def named_sse(events: list[dict[str, Any]]) -> bytes:
+    """The bytes of a stream of named events (`event: <type>` before each), as written with
+    the `named` option: what a Responses or Anthropic upstream sends."""
+    return b"".join(encode_event(event["type"], event) for event in events)
 
 
 RESPONSE_TEXT = "Passed through!"

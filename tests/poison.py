@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from shared.sse import encode_event
+
 START_MS = 1_780_000_000_000 - 1_780_000_000_000 % 3_600_000
 """An hour in 2026: inside any retention, and in the usage test's report window."""
 USAGE = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7, "cached_tokens": 1}
@@ -75,9 +77,7 @@ def anthropic_stream_with_deep_tool_arguments(depth: int) -> str:
         {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {}},
         {"type": "message_stop"},
     ]
-    return "".join(
-        f"event: {event['type']}\ndata: {orjson.dumps(event).decode()}\n\n" for event in events
-    )
+    return b"".join(encode_event(event["type"], event) for event in events).decode()
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import pytest
 from tests.fake_upstream import (
     RESPONSE_TEXT,
     RESPONSES_USAGE,
-    named_event,
+    named_sse,
     response_object,
     responses_events,
 )
@@ -53,7 +53,7 @@ def record_of(system: System, request_id: str) -> dict:
 
 def wire(events: list[dict]) -> bytes:
     """The bytes the fake upstream writes for `events` (what the client must get, unchanged)."""
-    return b"".join(named_event(e, True) + b"data: " + orjson.dumps(e) + b"\n\n" for e in events)
+    return named_sse(events)
 
 
 def streamed(base: str, body: dict) -> tuple[int, bytes, str]:

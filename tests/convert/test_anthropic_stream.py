@@ -25,8 +25,8 @@ from proxy_service.convert.anthropic.request import (
     anthropic_to_openai_request,
 )
 from proxy_service.convert.anthropic.stream import AnthropicStreamTranslator
-from shared.sse import SSEDecoder
 from tests.convert.chat_chunks import chunk, content, finish, reasoning, sse, tool, usage
+from tests.convert.frames import parse_frames, run
 
 LONG_TOOL = "mcp__claude_ai_Some_Very_Long_Server_Name__some_extremely_long_tool_name_here"
 BLOCK_DELTA = {"text": "text_delta", "thinking": "thinking_delta", "tool_use": "input_json_delta"}
@@ -54,26 +54,7 @@ def translate(
     raw: bytes, request: ConvertedRequest = REQUEST, cuts: Iterable[int] = ()
 ) -> tuple[list[bytes], AnthropicStreamTranslator]:
     translator = AnthropicStreamTranslator(request, "msg_test")
-    frames = translator.start()
-    start = 0
-    for cut in [*sorted(cuts), len(raw)]:
-        frames += translator.feed(raw[start:cut])
-        start = cut
-    frames += translator.finish()
-    return frames, translator
-
-
-def parse_frames(frames: list[bytes]) -> list[dict]:
-    """Each frame is exactly one SSE event whose `event:` name equals its data `type`."""
-    events = []
-    for frame in frames:
-        assert frame.startswith(b"event: ") and frame.endswith(b"\n\n"), frame
-        decoded = SSEDecoder().feed(frame)
-        assert len(decoded) == 1, frame
-        data = orjson.loads(decoded[0].data)
-        assert decoded[0].event == data["type"], frame
-        events.append(data)
-    return events
+    return run(translator, raw, cuts), translator
 
 
 def check_grammar(frames: list[bytes]) -> list[dict]:

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logger_service.assemble import event_data, stream_response
-from shared.sse import SSEDecoder
+from shared.sse import SSEDecoder, encode_event
 
 SSE_PIECES = (b"data", b"data: ", b"event: e\n", b":", b" ", b"\n", b"\n\n", b"\r", b"x", b"{}")
 
@@ -108,7 +108,7 @@ def test_anthropic_stream_assembles_the_message_the_client_saw():
         },
         {"type": "message_stop"},
     ]
-    raw = "".join(f"event: {e['type']}\ndata: {orjson.dumps(e).decode()}\n\n" for e in events)
+    raw = b"".join(encode_event(e["type"], e) for e in events).decode()
     message = stream_response(raw, "anthropic_messages")["assembled"]
     assert message["stop_reason"] == "tool_use"
     assert message["usage"] == {"input_tokens": 5, "output_tokens": 9}

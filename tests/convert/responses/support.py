@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterable
 
 import httpx2
 import openai
-import orjson
 from openai import omit
 from openai._models import construct_type_unchecked
 from openai.lib.streaming.responses._responses import ResponseStreamState
@@ -21,7 +20,7 @@ from proxy_service.convert.responses import (
     chat_to_response,
     responses_to_chat_request,
 )
-from shared.sse import SSEDecoder
+from tests.convert.frames import parse_frames, run
 
 TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 EXEC = {
@@ -84,26 +83,7 @@ def translate(
     raw: bytes, request: ConvertedRequest = REQUEST, cuts: Iterable[int] = ()
 ) -> tuple[list[bytes], ResponsesStreamTranslator]:
     translator = ResponsesStreamTranslator(request)
-    frames = translator.start()
-    start = 0
-    for cut in [*sorted(cuts), len(raw)]:
-        frames += translator.feed(raw[start:cut])
-        start = cut
-    frames += translator.finish()
-    return frames, translator
-
-
-def parse_frames(frames: list[bytes]) -> list[dict]:
-    """Each frame is exactly one SSE event whose `event:` name equals its data `type`."""
-    events = []
-    for frame in frames:
-        assert frame.startswith(b"event: ") and frame.endswith(b"\n\n"), frame
-        decoded = SSEDecoder().feed(frame)
-        assert len(decoded) == 1, frame
-        data = orjson.loads(decoded[0].data)
-        assert decoded[0].event == data["type"], frame
-        events.append(data)
-    return events
+    return run(translator, raw, cuts), translator
 
 
 # -- scenario 32: the event-stream lint -------------------------------------------------------

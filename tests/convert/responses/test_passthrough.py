@@ -14,13 +14,13 @@ from proxy_service.convert.responses.passthrough import (
     estimate,
     usage_of,
 )
-from tests.fake_upstream import named_event, response_object, responses_events
+from tests.fake_upstream import named_sse, response_object, responses_events
 
 RECORDED = {"prompt_tokens": 23, "completion_tokens": 9, "total_tokens": 32, "cached_tokens": 5}
 
 
 def wire(events: list[dict], crlf: bool = False) -> bytes:
-    data = b"".join(named_event(e, True) + b"data: " + orjson.dumps(e) + b"\n\n" for e in events)
+    data = named_sse(events)
     return data.replace(b"\n", b"\r\n") if crlf else data
 
 
