@@ -59,7 +59,8 @@ def usage_fields(line: bytes) -> dict[str, Any] | None:
 
 
 def head_and_usage(line: bytes, max_values: int | None = None) -> dict[str, Any] | None:
-    """The top-level fields before the prompt, and `usage` with what follows it, or None.
+    """The top-level fields before the prompt, and `usage` with the fields after it (`tokens`,
+    `cost`, extras), or None.
 
     The logger writes the README fields first and in order, `usage` last of them: the counted
     fields are in the short head before `,"prompt":` and in the tail from the top-level
@@ -76,10 +77,10 @@ def head_and_usage(line: bytes, max_values: int | None = None) -> dict[str, Any]
         return None
     try:
         record = orjson.loads(line[:head] + b"}")
-        usage = orjson.loads(b"{" + line[tail + 1 :])
+        tail_fields = orjson.loads(b"{" + line[tail + 1 :])
     except orjson.JSONDecodeError:
         return None
     if not isinstance(record, dict) or not record.keys() >= HEAD_FIELDS:
         return None
-    record["usage"] = usage["usage"]
+    record.update(tail_fields)
     return record

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
@@ -39,6 +40,7 @@ from proxy_service.routes import (
 from proxy_service.shutdown import ShutdownWatch
 from proxy_service.state import ProxyState
 from proxy_service.upstream import Upstream
+from shared.prices import PriceBook
 from shared.settings import Settings
 from shared.supervision import Supervisor
 
@@ -79,6 +81,8 @@ def create_app(settings: Settings) -> FastAPI:
         events = EventPublisher(redis, EventBounds.from_settings(settings))
         supervisor = Supervisor()
         catalog = ModelCatalog(upstream)
+        prices = PriceBook(settings.prices_file)
+        prices.refresh()
         app.state.proxy = ProxyState(
             settings,
             redis,
@@ -94,12 +98,16 @@ def create_app(settings: Settings) -> FastAPI:
             AdminGuard(),
             catalog,
             responses_options(settings, conversion),
+            prices,
         )
         app.state.proxy.shutdown.install()
         with contextlib.suppress(RedisError, OSError):
             await keys.reload_all()
         supervisor.start("key_sync", keys.run, restart=True)
         supervisor.start("publisher", events.run, restart=True)
+        supervisor.start(
+            "prices", functools.partial(prices.run, settings.prices_reload_seconds), restart=True
+        )
         tune_garbage_collector()
         map_large_blocks(settings.large_block_bytes)
         try:

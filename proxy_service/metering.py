@@ -17,6 +17,7 @@ from proxy_service.streaming import RelayResponse
 from shared.events import Protocol
 from shared.keys import KeyRecord
 from shared.supervision import describe_failure
+from shared.usage_split import split_usage
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +201,7 @@ class UsageMeter:
             "prompt": prompt,
             "response": response,
             "usage": usage,
+            "tokens": None if usage is None else split_usage(usage),
         }
         if response_stream is not None:
             event["response_stream"] = response_stream

@@ -17,6 +17,7 @@ from proxy_service.observability import Metrics
 from proxy_service.publisher import EventPublisher
 from proxy_service.shutdown import ShutdownWatch
 from proxy_service.upstream import Upstream
+from shared.prices import PriceBook
 from shared.settings import Settings
 from shared.supervision import Supervisor
 
@@ -37,3 +38,5 @@ class ProxyState:
     admin_guard: AdminGuard
     models: ModelCatalog
     responses_options: ResponsesOptions
+    prices: PriceBook
+    """The price table in force: money budgets and unpriced-model refusals use it."""

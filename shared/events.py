@@ -47,6 +47,10 @@ class UsageEvent(BaseModel):
     prompt: Any = None
     response: Any = None
     usage: Usage | None = None
+    tokens: dict[str, int] | None = None
+    """The usage split into priced categories (shared/usage_split.py), from `usage`."""
+    cost: dict[str, Any] | None = None
+    """What the logger priced `tokens` at (shared/prices.py), added when it writes the line."""
 
 
 EVENT_FIELDS: tuple[str, ...] = tuple(UsageEvent.model_fields)

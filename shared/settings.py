@@ -195,6 +195,25 @@ class Settings(BaseSettings):
         description="Record and charge an estimate when the upstream reports no usage "
         "(a stream cut before its usage chunk, an upstream that sends none).",
     )
+    prices_file: Path | None = Field(
+        None,
+        description="The price table (prices.toml, USD per million tokens). Unset: every "
+        "model is unpriced (costs are null, never $0).",
+    )
+    prices_reload_seconds: float = Field(
+        5.0, gt=0, description="How often each process checks the price file for a change."
+    )
+    budget_warn_percent: int = Field(
+        80,
+        ge=1,
+        le=100,
+        description="Share of a money budget spent at which key views and /metrics warn.",
+    )
+    unpriced_models: Literal["allow", "deny"] = Field(
+        "allow",
+        description="A model without a price, for a key or user with a money budget: allow "
+        "(served, counted as unpriced) or deny (a 429 before the upstream call).",
+    )
 
     def admin_tokens(self) -> tuple[str, ...]:
         """The admin tokens accepted now: ADMIN_TOKEN, and ADMIN_TOKEN_PREVIOUS during a

@@ -255,7 +255,8 @@ def test_repeated_upstream_tool_ids_are_made_unique() -> None:
             },
             (20, 50, 30, 5),
         ),
-        ({"prompt_tokens": 10, "cache_read_input_tokens": 50}, (0, 0, 50, 0)),
+        # Cache counts above prompt_tokens: it cannot include them (shared/usage_split.py).
+        ({"prompt_tokens": 10, "cache_read_input_tokens": 50}, (10, 0, 50, 0)),
         ({"prompt_tokens": -3, "completion_tokens": True}, (0, 0, 0, 0)),
     ],
 )

@@ -16,8 +16,9 @@ import orjson
 from proxy_service.convert.anthropic.request import ConvertedRequest
 from proxy_service.convert.anthropic.token_count import estimate_json, estimate_text
 from proxy_service.convert.openai.message import message_calls, reasoning_text, visible_text
-from proxy_service.convert.openai.usage import first_count, token_count
+from proxy_service.convert.openai.usage import token_count
 from proxy_service.ids import random_hex
+from shared.usage_split import split_usage
 
 _TOOL_ID = re.compile(r"[A-Za-z0-9_-]+")
 _STOP_REASONS = {"length": "max_tokens", "content_filter": "refusal"}
@@ -30,28 +31,15 @@ def usage_from_openai(
 
     The estimates stand in for counts the upstream did not report at all.
     """
-    if not isinstance(usage, dict):
-        usage = {}
-    details = usage.get("prompt_tokens_details")
-    if not isinstance(details, dict):
-        details = {}
-    read = first_count(
-        details.get("cached_tokens"),
-        usage.get("prompt_cache_hit_tokens"),  # DeepSeek
-        usage.get("cache_read_input_tokens"),
-    )
-    write = first_count(
-        details.get("cache_creation_tokens"),
-        details.get("cache_write_tokens"),
-        usage.get("cache_creation_input_tokens"),
-    )
-    prompt = token_count(usage.get("prompt_tokens"))
-    completion = token_count(usage.get("completion_tokens"))
+    split = split_usage(usage)
+    reported = isinstance(usage, dict)
+    prompt = token_count(usage.get("prompt_tokens")) if reported else None
+    completion = token_count(usage.get("completion_tokens")) if reported else None
     return {
-        "input_tokens": estimated_input if prompt is None else max(prompt - read - write, 0),
-        "cache_creation_input_tokens": write,
-        "cache_read_input_tokens": read,
-        "output_tokens": estimated_output if completion is None else completion,
+        "input_tokens": estimated_input if prompt is None else split["input"],
+        "cache_creation_input_tokens": split["cache_write_5m"] + split["cache_write_1h"],
+        "cache_read_input_tokens": split["cache_read"],
+        "output_tokens": estimated_output if completion is None else split["output"],
     }
 
 

@@ -2,44 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-MAX_TOKEN_COUNT = 2**53
-"""Larger reported counts are clamped to this: exact as JSON numbers and in Redis' Lua (doubles),
-and far inside orjson's 64-bit integers, so no sum of counts can make an event unserialisable."""
+from shared.usage_split import MAX_TOKEN_COUNT, normalised_usage, token_count
+
+__all__ = ["MAX_TOKEN_COUNT", "estimated_usage", "token_count", "usage_record"]
 
 
-def token_count(value: Any) -> int | None:
-    """A reported count as an int in [0, MAX_TOKEN_COUNT]; None when it is not a number."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return min(max(int(value), 0), MAX_TOKEN_COUNT)
-
-
-def usage_record(
-    usage: Any,
-    prompt_field: str = "prompt_tokens",
-    completion_field: str = "completion_tokens",
-) -> dict[str, int] | None:
-    """prompt/completion/total tokens plus cached prompt tokens; None when absent or malformed.
-    The field names are Chat Completions'; the Responses API's (`input_tokens`, ...) differ
-    only in the prefix."""
-    if not isinstance(usage, dict):
-        return None
-    prompt = token_count(usage.get(prompt_field)) or 0
-    completion = token_count(usage.get(completion_field)) or 0
-    details = usage.get(prompt_field + "_details")
-    cached = (token_count(details.get("cached_tokens")) or 0) if isinstance(details, dict) else 0
-    total = token_count(usage.get("total_tokens")) or min(prompt + completion, MAX_TOKEN_COUNT)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": total,
-        "cached_tokens": cached,
-    }
+def usage_record(usage: Any) -> dict[str, int] | None:
+    """prompt/completion/total tokens, cached prompt tokens (and cache writes and reasoning when
+    reported) from any upstream usage shape; None when absent. Chat Completions', the Responses
+    API's and Anthropic's conventions all come out in the first's (shared/usage_split.py)."""
+    return normalised_usage(usage) if isinstance(usage, dict) else None
 
 
 def estimated_usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
@@ -52,11 +26,3 @@ def estimated_usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any
         "cached_tokens": 0,
         "estimated": True,
     }
-
-
-def first_count(*values: object) -> int:
-    """The first of `values` that is a count (servers name cache counts differently), else 0."""
-    for value in values:
-        if (count := token_count(value)) is not None:
-            return count
-    return 0

@@ -27,7 +27,7 @@ _OPTIONS = ResponsesOptions()
 
 def usage_of(usage: Any) -> dict[str, int] | None:
     """A Responses `usage` object as a record's usage; None when absent or malformed."""
-    return usage_record(usage, "input_tokens", "output_tokens")
+    return usage_record(usage)
 
 
 class ResponsesStreamTap(OpenAIStreamTap):

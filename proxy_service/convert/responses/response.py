@@ -15,11 +15,12 @@ import orjson
 from proxy_service.convert.anthropic.response import tool_input
 from proxy_service.convert.anthropic.token_count import estimate_text
 from proxy_service.convert.openai.message import message_calls, reasoning_text, visible_text
-from proxy_service.convert.openai.usage import first_count, token_count
+from proxy_service.convert.openai.usage import token_count
 from proxy_service.convert.responses.reasoning import seal
 from proxy_service.convert.responses.request import ConvertedRequest
 from proxy_service.convert.responses.tools import CUSTOM_INPUT
 from proxy_service.ids import random_hex
+from shared.usage_split import split_usage, total_input
 
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
@@ -130,29 +131,20 @@ def responses_usage(usage: object, *, estimated_input: int, estimated_output: in
     """The full Responses usage shape, always (the Agents SDK reads the details directly);
     the estimates stand in for counts the upstream did not report at all."""
     usage = usage if isinstance(usage, dict) else {}
-    prompt_details = _dict(usage.get("prompt_tokens_details"))
-    output_details = _dict(usage.get("completion_tokens_details"))
+    split = split_usage(usage)
     prompt = token_count(usage.get("prompt_tokens"))
     completion = token_count(usage.get("completion_tokens"))
-    input_tokens = estimated_input if prompt is None else prompt
-    output_tokens = estimated_output if completion is None else completion
+    input_tokens = estimated_input if prompt is None else total_input(split)
+    output_tokens = estimated_output if completion is None else split["output"]
     total = token_count(usage.get("total_tokens")) if prompt is not None else None
     return {
         "input_tokens": input_tokens,
         "input_tokens_details": {
-            "cached_tokens": first_count(
-                prompt_details.get("cached_tokens"),
-                usage.get("prompt_cache_hit_tokens"),  # DeepSeek
-            ),
-            "cache_write_tokens": first_count(
-                prompt_details.get("cache_write_tokens"),
-                prompt_details.get("cache_creation_tokens"),
-            ),
+            "cached_tokens": split["cache_read"],
+            "cache_write_tokens": split["cache_write_5m"] + split["cache_write_1h"],
         },
         "output_tokens": output_tokens,
-        "output_tokens_details": {
-            "reasoning_tokens": first_count(output_details.get("reasoning_tokens"))
-        },
+        "output_tokens_details": {"reasoning_tokens": split["reasoning"]},
         "total_tokens": total or input_tokens + output_tokens,
     }
 
@@ -276,7 +268,3 @@ def _object(raw: object) -> dict | None:
     except orjson.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
-
-
-def _dict(value: object) -> dict:
-    return value if isinstance(value, dict) else {}

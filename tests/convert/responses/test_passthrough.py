@@ -16,7 +16,13 @@ from proxy_service.convert.responses.passthrough import (
 )
 from tests.fake_upstream import named_sse, response_object, responses_events
 
-RECORDED = {"prompt_tokens": 23, "completion_tokens": 9, "total_tokens": 32, "cached_tokens": 5}
+RECORDED = {
+    "prompt_tokens": 23,
+    "completion_tokens": 9,
+    "total_tokens": 32,
+    "cached_tokens": 5,
+    "reasoning_tokens": 2,
+}
 
 
 def wire(events: list[dict], crlf: bool = False) -> bytes:
