@@ -1,5 +1,6 @@
 """What the logger tells the others about itself: the heartbeat, refreshed only while events
-are really moving, and its status report (shared/logger_status.py) for /readyz and --check."""
+are really moving, and its status report (shared/logger_status.py: file errors, the price table
+in force) for /readyz and --check."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from redis.asyncio import Redis
 
 from shared import redis_names
 from shared.logger_status import STATUS_FRESH_SECONDS, LoggerStatus
+from shared.prices import PriceBook
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +61,14 @@ class Health:
         if self._disk_errors.pop(file, None) is not None:
             log.info("%s written again", file)
 
-    async def publish(self, *, alive: bool, keys_file_error: str | None) -> None:
+    async def publish(self, *, alive: bool, keys_file_error: str | None, prices: PriceBook) -> None:
         """This logger's status report; the heartbeat too when `alive`."""
         status = LoggerStatus(
             at=time.time(),
             keys_file_error=keys_file_error,
             disk_error="; ".join(self._disk_errors.values()) or None,
+            price_version=None if prices.table is None else prices.table.version,
+            price_error=prices.error,
         )
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hset(redis_names.LOGGER_STATUS, self._consumer, status.model_dump_json())

@@ -1,4 +1,8 @@
-"""From a stream entry to the line events.jsonl keeps.
+"""From a stream entry to the line events.jsonl keeps, priced.
+
+Every line gets `tokens` (the proxy's split of the usage; for an event of a proxy that did not
+split it, the split of its `usage`) and their `cost` under the price table the worker read for
+the batch (one table per batch, so one price version per record), unprocessed lines too.
 
 With truncation on, every line is at most LOG_MAX_RECORD_BYTES, whatever the event holds
 (`bounded`), and what it costs to make is bounded too: an entry over PARSE_CHECK_BYTES whose
@@ -19,9 +23,11 @@ import orjson
 from logger_service.assemble import stream_response
 from logger_service.tallies import head_and_usage, usage_fields
 from shared.events import EVENT_FIELDS
+from shared.prices import PriceTable, cost_of
 from shared.settings import Settings
 from shared.supervision import MAX_ERROR_CHARS, describe_failure
 from shared.truncate import MAX_KEY_CHARS, MIN_KEPT_CHARS, cut_text, fit, truncate_record
+from shared.usage import record_tokens
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +42,30 @@ MAX_REQUEST_ID_CHARS = 128
 MAX_EXTRA_FIELDS = 8
 """Fields beyond the README's a bounded record keeps (then `…[omitted]`: how many were not)."""
 BIG_FIELDS = ("prompt", "response", "raw")
-LARGE_FIELDS = ("error", "usage")
+SMALL_SHARE = 64
+FIELD_SHARES = {"error": 16, "usage": 16, "tokens": 16, "cost": 8}
+"""Fields a bounded line gives 1/N of its bytes rather than 1/SMALL_SHARE, so real ones are
+kept whole: `tokens` takes 180 bytes at most, a `cost` with every category at its largest count
+and a tier ~330 plus the length of the price table's model name (the share is 512 at least)."""
 
 
 class TooManyValues(ValueError):
     """An entry that would cost too much to parse."""
 
 
-def record_line(entry_id: str, fields: dict[bytes, bytes], settings: Settings) -> tuple[str, bytes]:
-    """(request_id, one JSON line). Whatever the entry holds, it yields a line: one that fails
-    any step (parsing, assembly, truncation, serialisation) is written unprocessed, so it can
-    neither stop the logger nor vanish."""
+def record_line(
+    entry_id: str, fields: dict[bytes, bytes], settings: Settings, prices: PriceTable | None
+) -> tuple[str, bytes]:
+    """(request_id, one JSON line), its cost under `prices` (None: every model unpriced).
+    Whatever the entry holds, it yields a line: one that fails any step (parsing, assembly,
+    truncation, serialisation) is written unprocessed, so it can neither stop the logger nor
+    vanish."""
     parsable = _parsable(fields)
     try:
         if not parsable:
             raise TooManyValues(f"more than {MAX_PARSED_VALUES} JSON values, not parsed")
         record = truncate_record(
-            build_record(_parse_event(fields)),
+            priced(build_record(_parse_event(fields)), prices),
             max_field_size=settings.max_log_field_size,
             max_chunks=settings.max_log_chunks,
             full_trace=settings.full_trace_logging,
@@ -60,6 +73,7 @@ def record_line(entry_id: str, fields: dict[bytes, bytes], settings: Settings) -
         line = _line(record, settings)
     except Exception as error:  # any input, or a bug: one record loses its shape, nothing more
         record = unprocessed_record(entry_id, fields, error, settings, parse=parsable)
+        priced(record, prices)
         log.warning(
             "event %r written unprocessed: %s", record["request_id"], describe_failure(error)
         )
@@ -97,9 +111,9 @@ def bounded_request_id(request_id: str) -> str:
 
 def bounded(record: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     """The record cut to serialise to at most `max_bytes`: each small field to a small share of
-    it (`error` and `usage` a larger one, so real usage is kept whole), at most MAX_EXTRA_FIELDS
-    fields beyond the README's (keys cut), then prompt and response (or raw) sharing the rest."""
-    small_share, large_share = max_bytes // 64, max_bytes // 16
+    it (those of FIELD_SHARES a larger one, so real usage, tokens and cost are kept whole), at
+    most MAX_EXTRA_FIELDS fields beyond the README's (keys cut), then prompt and response (or
+    raw) sharing the rest."""
     out: dict[str, Any] = {}
     extras = left_out = 0
     for name, value in record.items():
@@ -108,7 +122,7 @@ def bounded(record: dict[str, Any], max_bytes: int) -> dict[str, Any]:
         elif name in EVENT_FIELDS or extras < MAX_EXTRA_FIELDS:
             extras += name not in EVENT_FIELDS
             key = cut_text(name, MIN_KEPT_CHARS) if len(name) > MAX_KEY_CHARS else name
-            out[key] = fit(value, large_share if name in LARGE_FIELDS else small_share)
+            out[key] = fit(value, max_bytes // FIELD_SHARES.get(name, SMALL_SHARE))
         else:
             left_out += 1
     if left_out:
@@ -126,6 +140,16 @@ def _parse_event(fields: dict[bytes, bytes]) -> dict[str, Any]:
     if not isinstance(event, dict) or not isinstance(event.get("request_id"), str):
         raise ValueError("event without request_id")
     return event
+
+
+def priced(record: dict[str, Any], prices: PriceTable | None) -> dict[str, Any]:
+    """The record with its `tokens` (record_tokens: the proxy's split, or that of its usage)
+    and their `cost` under `prices`, in place: what the logger writes, and what
+    `report --reprice` recomputes."""
+    model = record.get("model")
+    tokens = record["tokens"] = record_tokens(record)
+    record["cost"] = cost_of(prices, model if isinstance(model, str) else None, tokens)
+    return record
 
 
 def build_record(event: dict[str, Any]) -> dict[str, Any]:

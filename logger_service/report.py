@@ -1,9 +1,13 @@
-"""`python -m logger_service.report`: usage read from the event files, as a table or JSON, and
-optionally an HTML chart of tokens per day per user.
+"""`python -m logger_service.report`: usage and spend read from the event files, as a table or
+JSON, and optionally an HTML chart of tokens (or spend) per day per user.
 
 Reads the data directory directly (no Redis, no running logger): each rotated file through its
 rollup sidecar when it has a valid one, else line by line, and events.jsonl line by line; files
 rotated before --since are skipped. It answers the same UsageQuery as GET /admin/usage.
+
+--reprice PATH prices every line again with the table at PATH (its tokens and model, as the
+logger does: after a price fix), beside the spend recorded; it reads every line (a sidecar
+holds no request's tokens) and changes no file and no aggregate.
 """
 
 from __future__ import annotations
@@ -12,20 +16,23 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
-from logger_service.chart import render_chart
+from logger_service.chart import METRICS, render_chart
 from logger_service.eventfiles import EventFileSet, rotated_at
+from logger_service.records import priced
 from logger_service.rotated import read_sidecar
-from logger_service.tallies import tally_file
+from logger_service.tallies import file_records, tally_file
+from shared.prices import PriceFileError, PriceTable, parse_table
 from shared.settings import Settings
 from shared.timespec import HINT
-from shared.usage import HOUR_MS, Cell, Tally
+from shared.usage import HOUR_MS, Cell, Tally, tally_records
 from shared.usage_layout import covering
 from shared.usage_query import (
     DEFAULT_GROUP_BY,
@@ -45,33 +52,76 @@ COLUMNS = (
     ("output", "output_tokens"),
     ("cache", "cache_tokens"),
     ("total", "total_tokens"),
+    ("usd", "cost_usd"),
+    ("unpriced", "unpriced_requests"),
 )
+REPRICED_COLUMNS = (("repriced usd", "cost_usd"), ("repriced unpriced", "unpriced_requests"))
+"""Of a group's `repriced` summary, shown with --reprice."""
 LATENCY_COLUMNS = ("p50", "p99")
+
+Opener = Callable[[], BinaryIO | None]
 
 
 def file_cells(events_path: Path, query: UsageQuery) -> list[tuple[Cell, Tally]]:
     """The usage cells of every event file that may hold lines the query covers: from a
     rotated file's sidecar, the cells of the buckets covering the query; else every line's."""
-    since_s = query.first_hour * HOUR_MS / 1000
     buckets = set(covering(query.first_hour, query.end_hour))
     cells: list[tuple[Cell, Tally]] = []
+    for path, open_file in covered_files(events_path, query):
+        found = None if path is None else read_sidecar(path, buckets)
+        if found is None:
+            file = open_file()
+            found = [] if file is None else list(tally_file(file).items())
+        cells.extend(found)
+    return cells
+
+
+def repriced_cells(
+    events_path: Path, query: UsageQuery, prices: PriceTable
+) -> tuple[dict[Cell, Tally], dict[Cell, Tally]]:
+    """The usage cells of every line the query may cover as recorded, and with each line's
+    cost computed again under `prices`: both from the same lines, read once."""
+    recorded: dict[Cell, Tally] = {}
+    repriced: dict[Cell, Tally] = {}
+    for _, open_file in covered_files(events_path, query):
+        file = open_file()
+        for record in () if file is None else file_records(file):
+            tally_records((record,), recorded)
+            tally_records((priced(record, prices),), repriced)  # in place, once counted
+    return recorded, repriced
+
+
+def covered_files(events_path: Path, query: UsageQuery) -> Iterator[tuple[Path | None, Opener]]:
+    """Each event file that may hold lines the query covers (rotated ones by path, the current
+    one as None), and how to open it; each is open until the iteration ends."""
+    since_s = query.first_hour * HOUR_MS / 1000
     with ExitStack() as stack:
         files = EventFileSet(events_path, stack)
         for index, path in enumerate(files.paths):
-            if path is not None and rotated_at(path) + CLOCK_SKEW_SECONDS < since_s:
-                continue
-            found = None if path is None else read_sidecar(path, buckets)
-            if found is None:
-                file = files.open(index)
-                found = [] if file is None else list(tally_file(file).items())
-            cells.extend(found)
-    return cells
+            if path is None or rotated_at(path) + CLOCK_SKEW_SECONDS >= since_s:
+                yield path, lambda index=index: files.open(index)
+
+
+def with_repriced(report: dict[str, Any], again: dict[str, Any], version: str) -> None:
+    """`report` with each group's and the totals' spend under the new prices (`again`, the
+    report of the same lines repriced) as `repriced`, and the table's version."""
+    rows = [*report["groups"], report["totals"]]
+    new_rows = [*again["groups"], again["totals"]]
+    for row, new in zip(rows, new_rows, strict=True):
+        row["repriced"] = {name: new[name] for _, name in REPRICED_COLUMNS}
+    report["repriced_with"] = version
 
 
 def render_table(report: dict[str, Any]) -> str:
     """An aligned text table: group key columns, counters, latency; totals last."""
     key_names = [GROUPINGS[by] for by in report["group_by"].split(",")]
-    header = [*key_names, *(label for label, _ in COLUMNS), *(f"{p} ms" for p in LATENCY_COLUMNS)]
+    repriced = REPRICED_COLUMNS if "repriced" in report["totals"] else ()
+    header = [
+        *key_names,
+        *(label for label, _ in COLUMNS),
+        *(label for label, _ in repriced),
+        *(f"{p} ms" for p in LATENCY_COLUMNS),
+    ]
     rows = [
         _row([_text(group["key"][name]) for name in key_names], group) for group in report["groups"]
     ]
@@ -89,9 +139,12 @@ def render_table(report: dict[str, Any]) -> str:
     rule = "-" * len(line(header))
     title = f"Usage {report['since']} to {report['until']} (UTC), by {report['group_by']}"
     filters = ", ".join(f"{name}={value}" for name, value in report["filters"].items())
+    heading = [title + (f", where {filters}" if filters else "")]
+    if repriced:
+        heading.append(f"repriced with price table {report['repriced_with']}")
     return "\n".join(
         [
-            title + (f", where {filters}" if filters else ""),
+            *heading,
             "",
             line(header),
             rule,
@@ -104,11 +157,18 @@ def render_table(report: dict[str, Any]) -> str:
 
 def _row(key_cells: list[str], summary: dict[str, Any]) -> list[str]:
     latency = summary["latency_ms"]
+    repriced = summary.get("repriced")
     return [
         *key_cells,
-        *(f"{summary[name]:,}" for _, name in COLUMNS),
-        *(_text(latency[p]) if latency[p] is None else f"{latency[p]:,}" for p in LATENCY_COLUMNS),
+        *(_number(summary[name]) for _, name in COLUMNS),
+        *(() if repriced is None else (_number(repriced[name]) for _, name in REPRICED_COLUMNS)),
+        *(_number(latency[p]) for p in LATENCY_COLUMNS),
     ]
+
+
+def _number(value: int | str | None) -> str:
+    """A count with thousands separators; USD (a string) exact, as it is."""
+    return f"{value:,}" if isinstance(value, int) else _text(value)
 
 
 def _text(value: Any) -> str:
@@ -135,10 +195,33 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--json", action="store_true", help="print the JSON of GET /admin/usage")
     parser.add_argument(
         "--chart",
-        help="write an HTML chart of tokens per day per user to this file, or with `-` to "
-        "standard output (the table then goes to standard error)",
+        help="write an HTML chart of tokens (or --chart-metric) per day per user to this "
+        "file, or with `-` to standard output (the table then goes to standard error)",
+    )
+    parser.add_argument(
+        "--chart-metric",
+        choices=METRICS,
+        default="tokens",
+        help="what the chart stacks: total tokens, or cost in USD (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--reprice",
+        type=Path,
+        metavar="PRICES_TOML",
+        help="also show the spend of the same requests priced with this price table (each "
+        "line's tokens and model, as the logger prices them), e.g. after a price fix; reads "
+        "every line, and rewrites no file and no aggregate (recorded costs stay as they were)",
     )
     return parser, parser.parse_args(argv)
+
+
+def load_prices(parser: argparse.ArgumentParser, path: Path) -> PriceTable:
+    try:
+        return parse_table(path.read_bytes())
+    except OSError as error:
+        parser.error(f"cannot read {path}: {error.strerror or error}")
+    except PriceFileError as error:
+        parser.error(f"{path}: {error}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -161,10 +244,17 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(error))
     if not args.data_dir.is_dir():
         parser.error(f"no data directory at {args.data_dir}")
+    prices = None if args.reprice is None else load_prices(parser, args.reprice)
     # model_construct: only the path is needed, not a whole validated configuration.
     events_path = Settings.model_construct(data_dir=args.data_dir).events_path
-    cells = file_cells(events_path, query)
-    report = query.report(query.fold(cells))
+    if prices is None:
+        cells = file_cells(events_path, query)
+        report = query.report(query.fold(cells))
+    else:
+        recorded, repriced = repriced_cells(events_path, query, prices)
+        cells = list(recorded.items())
+        report = query.report(query.fold(cells))
+        with_repriced(report, query.report(query.fold(repriced.items())), prices.version)
     chart_to_stdout = args.chart == "-"
     out = sys.stderr if chart_to_stdout else sys.stdout
     if args.json:
@@ -173,10 +263,12 @@ def main(argv: list[str] | None = None) -> None:
         print(render_table(report), file=out)
     if args.chart:
         per_day_user = replace(query, group_by=("day", "user")).fold(cells)
+        metric = METRICS[args.chart_metric]
         span = f"{report['since']} to {report['until']}"
-        subtitle = f"Total tokens per UTC day, stacked by user; {span}"
+        subtitle = f"{metric.description} per UTC day, stacked by user; {span}"
         days = (day_of(query.first_hour), day_of(query.end_hour - 1))
-        html = render_chart(per_day_user, "Tokens per day per user", subtitle, days)
+        title = f"{metric.title} per day per user"
+        html = render_chart(per_day_user, title, subtitle, days, metric)
         if chart_to_stdout:
             sys.stdout.write(html)
         else:

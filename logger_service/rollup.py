@@ -2,12 +2,13 @@
 files.
 
 The watermark says how far the files are counted: a file, named by the digest of its first line
-(which survives its rotation, and a restore to another disk), and the offset of its first line
-not yet counted. It moves in the same MULTI/EXEC as the counters of the lines it passes, under
-WATCH, so neither a crash at any point nor a second logger replica counts a line twice or skips
-one: lines written but not yet counted are counted by the next catch-up, whoever runs it. When
-the watermark is missing (Redis lost the aggregates) or points at no file that still exists,
-every usage key is deleted and counting restarts from the oldest file, one chunk per
+(which survives its rotation, and a restore to another disk), the offset of its first line not
+yet counted, and which counters the aggregates hold (COUNTERS_VERSION). It moves in the same
+MULTI/EXEC as the counters of the lines it passes, under WATCH, so neither a crash at any point
+nor a second logger replica counts a line twice or skips one: lines written but not yet counted
+are counted by the next catch-up, whoever runs it. When the watermark is missing (Redis lost the
+aggregates), points at no file that still exists, or is of other counters (an upgrade added
+some), every usage key is deleted and counting restarts from the oldest file, one chunk per
 transaction, on the logger's rollup task, so event writing never waits for it.
 """
 
@@ -31,7 +32,7 @@ from redis.exceptions import WatchError
 from logger_service.eventfiles import EventFileSet, first_line, line_blocks
 from logger_service.tallies import tally_block
 from shared.redis_names import USAGE_GROUPS, USAGE_PREFIX, USAGE_WATERMARK
-from shared.usage import Cell, Tally
+from shared.usage import COUNTERS_VERSION, Cell, Tally
 from shared.usage_layout import bucket_key, by_bucket, cell_key, encode_group, end_ms, group_id
 
 log = logging.getLogger(__name__)
@@ -66,13 +67,17 @@ class Position:
     offset: int = 0
 
     def dump(self) -> bytes:
-        return orjson.dumps({"file": self.file, "offset": self.offset})
+        return orjson.dumps(
+            {"file": self.file, "offset": self.offset, "counters": COUNTERS_VERSION}
+        )
 
     @classmethod
     def load(cls, raw: bytes | None) -> Position | None:
-        """None when absent or unreadable: both call for a rebuild."""
+        """None when absent, unreadable or of other counters: each calls for a rebuild."""
         try:
             value = orjson.loads(raw or b"")
+            if not isinstance(value, dict) or value.get("counters") != COUNTERS_VERSION:
+                return None
             return cls(value["file"], int(value["offset"]))
         except (ValueError, KeyError, TypeError):
             return None

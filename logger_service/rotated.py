@@ -3,8 +3,9 @@
 A sidecar (`events-<time>.jsonl.rollup.json`) holds the usage of its file per hour and per UTC
 day, like the aggregates in Redis, so a report over months reads a few of them (the day cells of
 the days it covers whole) instead of every line. A logger writes it after the rotation, outside
-the sink's lock (any replica: same content, atomic rename). A report that finds it missing, or
-stale (made for another file size), reads the file itself.
+the sink's lock (any replica: same content, atomic rename), and writes it again when it is of
+an older version (counters added since). A report that finds it missing, stale (made for another
+file size) or of another version, reads the file itself.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from shared.usage_layout import Bucket, by_bucket, first_hour
 log = logging.getLogger(__name__)
 
 SIDECAR_SUFFIX = ".rollup.json"
-SIDECAR_VERSION = 2
+SIDECAR_VERSION = 3
+"""3: spend and the token categories (shared/usage.py COUNTERS_VERSION 2)."""
+SIDECAR_HEAD = b'{"version":%d,' % SIDECAR_VERSION
+"""How a sidecar of this version begins (orjson keeps the document's key order)."""
 
 
 def sidecar_path(path: Path) -> Path:
@@ -69,5 +73,13 @@ def delete_expired(events_path: Path, retention_days: int, now_s: float) -> None
 
 
 def missing_sidecars(events_path: Path) -> list[Path]:
-    """Rotated files without a sidecar yet."""
-    return [path for path in rotated_files(events_path) if not sidecar_path(path).exists()]
+    """Rotated files without a sidecar of this version yet."""
+    return [path for path in rotated_files(events_path) if not _current(sidecar_path(path))]
+
+
+def _current(sidecar: Path) -> bool:
+    try:
+        with sidecar.open("rb") as file:
+            return file.read(len(SIDECAR_HEAD)) == SIDECAR_HEAD
+    except FileNotFoundError:
+        return False

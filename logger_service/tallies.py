@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 import orjson
 
 from logger_service.eventfiles import line_blocks
 from shared.events import EVENT_FIELDS
-from shared.usage import Cell, Tally, tally_records
+from shared.usage import Cell, Tally, record_tokens, tally_records
 
 PROMPT_KEY = b',"prompt":'
 USAGE_KEY = b',"usage":'
@@ -21,13 +22,18 @@ every later HINCRBY of its cell fail and stop the rollup for good)."""
 
 def tally_block(block: bytes, cells: dict[Cell, Tally]) -> None:
     """Add every line of a block that is a JSON object to its cell."""
-    lines = filter(None, map(usage_fields, block.splitlines()))
-    tally_records(map(_countable, lines), cells)
+    tally_records(block_records(block), cells)
+
+
+def block_records(block: bytes) -> Iterator[dict[str, Any]]:
+    """What a tally reads from each line of a block that is a JSON object, countable."""
+    return map(_countable, filter(None, map(usage_fields, block.splitlines())))
 
 
 def _countable(record: dict[str, Any]) -> dict[str, Any]:
     """The record without the token counts no request can have (negative, or past
-    MAX_COUNTED_TOKENS); other values are skipped by the tally anyway."""
+    MAX_COUNTED_TOKENS), in `usage` and in its split (`tokens`, or an old record's split of its
+    usage); other values are skipped by the tally anyway."""
     usage = record.get("usage")
     if isinstance(usage, dict):
         record["usage"] = {
@@ -35,14 +41,24 @@ def _countable(record: dict[str, Any]) -> dict[str, Any]:
             for name, value in usage.items()
             if type(value) is not int or 0 <= value <= MAX_COUNTED_TOKENS
         }
+    tokens = record_tokens(record)
+    if tokens is not None:
+        record["tokens"] = {
+            name: value for name, value in tokens.items() if value <= MAX_COUNTED_TOKENS
+        }
     return record
 
 
 def tally_file(file: BinaryIO) -> dict[Cell, Tally]:
     cells: dict[Cell, Tally] = {}
-    for block in line_blocks(file):
-        tally_block(block, cells)
+    tally_records(file_records(file), cells)
     return cells
+
+
+def file_records(file: BinaryIO) -> Iterator[dict[str, Any]]:
+    """What a tally reads from each line of a file, countable."""
+    for block in line_blocks(file):
+        yield from block_records(block)
 
 
 def usage_fields(line: bytes) -> dict[str, Any] | None:

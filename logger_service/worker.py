@@ -10,7 +10,11 @@ After each batch the rollup task counts the new lines into the usage aggregates 
 (logger_service/rollup.py); the sink rotates events.jsonl, and the tidy task writes the rotated
 files' sidecars and deletes those past retention (logger_service/rotated.py).
 
-The four loops run under one Supervisor: the rollup and tidy loops are restarted if they fail;
+Each line is priced as it is made (logger_service/records.py) with the price table in force when
+its batch began: the prices task reads PRICES_FILE again when it changes, keeping the last good
+table when it cannot be used (the status report says which table is in force, and why not).
+
+The loops run under one Supervisor: the rollup, tidy and prices loops are restarted if they fail;
 the events and key file loops are not, and their failure ends run() (LoggerFailed), so the
 process exits and its container restarts it rather than staying up writing nothing. The
 heartbeat is refreshed only while the events loop completes read/write cycles and every loop
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 
@@ -41,6 +46,7 @@ from logger_service.rollup import Rollup
 from logger_service.rotated import delete_expired, missing_sidecars, write_sidecar
 from logger_service.sink import EventSink
 from shared import redis_names
+from shared.prices import PriceBook, PriceTable
 from shared.settings import Settings
 from shared.supervision import Supervisor
 
@@ -94,6 +100,7 @@ class UsageLogger:
         self.keyfile = KeyFileKeeper(redis, settings.keys_path)
         self.rollup = Rollup(redis, settings.events_path, settings.events_retention_days)
         self.health = Health(redis, settings.logger_consumer)
+        self.prices = PriceBook(settings.prices_file)
         self.supervisor = Supervisor()
         self._stop = asyncio.Event()
         self._rollup_due = asyncio.Event()
@@ -107,11 +114,14 @@ class UsageLogger:
         """Until stop(): keep keys.json in step and move events to the file, riding out Redis
         outages and full disks; raises LoggerFailed when the events or key file loop fails."""
         self.sink.open()
+        await asyncio.to_thread(self.prices.refresh)
         supervisor = self.supervisor
         supervisor.start("events", self._events_loop, restart=False)
         supervisor.start("key file", self._keyfile_loop, restart=False)
         supervisor.start("rollup", self._rollup_loop, restart=True)
         supervisor.start("tidy", self._tidy, restart=True)
+        reload = functools.partial(self.prices.run, self._settings.prices_reload_seconds)
+        supervisor.start("prices", reload, restart=True)
         try:
             await _first_set(self._stop, supervisor.fatal)
         finally:
@@ -141,6 +151,7 @@ class UsageLogger:
                 await self.health.publish(
                     alive=self.health.progressing and self.supervisor.all_running,
                     keys_file_error=self.keyfile.file_error,
+                    prices=self.prices,
                 )
             except (RedisError, OSError) as error:
                 log.warning("key file sync: Redis unavailable (%s)", error)
@@ -252,9 +263,10 @@ class UsageLogger:
         ends a read/write cycle: progress, for the heartbeat. A pending entry deleted from the
         stream (no fields) is only acknowledged: there is nothing left to write."""
         kept = [(entry_id, fields) for entry_id, fields in entries if fields]
+        prices = self.prices.table  # immutable: a reload swaps it, never changes it
         lines: list[tuple[str, bytes]] = []
         for piece in _slices(kept, SLICE_BYTES):
-            lines += await asyncio.to_thread(self._lines, piece)
+            lines += await asyncio.to_thread(self._lines, piece, prices)
             self.health.progressed()
         if lines:
             self.written += await self._append(lines)
@@ -262,9 +274,10 @@ class UsageLogger:
             await self._acknowledge([entry_id for entry_id, _ in entries])
         self.health.progressed()
 
-    def _lines(self, entries: list) -> list[tuple[str, bytes]]:
+    def _lines(self, entries: list, prices: PriceTable | None) -> list[tuple[str, bytes]]:
         return [
-            record_line(entry_id.decode(), fields, self._settings) for entry_id, fields in entries
+            record_line(entry_id.decode(), fields, self._settings, prices)
+            for entry_id, fields in entries
         ]
 
     async def _append(self, lines: list[tuple[str, bytes]]) -> int:

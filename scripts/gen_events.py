@@ -3,7 +3,8 @@
     .venv/bin/python scripts/gen_events.py --lines 1000000 --days 30 --out /tmp/b23-data
 
 Lines have the shape the logger writes (README field order, prompts and responses cut to about
-MAX_LOG_FIELD_SIZE, streamed responses as chunks + assembled result), for a team of --users
+MAX_LOG_FIELD_SIZE, streamed responses as chunks + assembled result, tokens and their cost under
+--prices: some models priced, some not), for a team of --users
 people with one to three keys each, several models and client apps, a working-hours rhythm,
 lognormal latencies and token counts, and a few percent of errors. By default each UTC day but
 the last is a rotated file `events-<next day>T000000.jsonl` as the logger would leave it (the
@@ -24,7 +25,9 @@ from pathlib import Path
 
 import orjson
 
+from logger_service.records import priced
 from logger_service.rotated import write_sidecar
+from shared.prices import parse_table
 
 TEAM = """alice bob carol dave erin frank grace heidi ivan judy mallory niaj olivia peggy rupert
 sybil trent victor walter yasmin zoe arjun bea chen dmitri elif farah goran hana ines jonas kenji
@@ -45,6 +48,7 @@ ERRORS = (
     (0.003, 400, "invalid request: messages must not be empty"),
     (0.002, 504, "upstream silent for 600s"),
 )
+EXAMPLE_PRICES = Path(__file__).resolve().parent.parent / "config" / "prices.example.toml"
 HOUR_WEIGHTS = [1, 1, 1, 1, 1, 2, 4, 8, 14, 18, 20, 19, 14, 17, 20, 20, 18, 14, 9, 6, 4, 3, 2, 1]
 FIELD_SIZE = 2000
 SAMPLE_TEXT = """the function returns a list of values from the database and we need to handle
@@ -193,13 +197,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=23)
     parser.add_argument("--single-file", action="store_true", help="no rotated files")
     parser.add_argument("--sidecars", action="store_true", help="write rotated files' sidecars")
+    parser.add_argument(
+        "--prices",
+        type=Path,
+        default=EXAMPLE_PRICES,
+        help="price table the lines' costs are computed with (default: the example table)",
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
     team = Team(rng, args.users)
     began = time.perf_counter()
     end_ms = time.time_ns() // 1_000_000 - 600_000
     starts = start_times(rng, args.lines, end_ms, args.days)
-    records = (record(rng, team, start) for start in starts)
+    prices = parse_table(args.prices.read_bytes())
+    records = (priced(record(rng, team, start), prices) for start in starts)
     lines = ((item["ended_at_ms"], orjson.dumps(item) + b"\n") for item in records)
     rotated = write(args.out, lines, args.single_file)
     took = time.perf_counter() - began

@@ -1,5 +1,6 @@
 """The loggers' status reports (Redis hash LOGGER_STATUS, one field per logger consumer): what
-is wrong with the files they own, for the proxies' /readyz and the logger's --check."""
+is wrong with the files they own or read (keys.json, events, the price file) and which price
+table they use, for the proxies' /readyz and the logger's --check."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ class LoggerStatus(BaseModel):
     """Why keys.json is not loaded (it does not parse); None when it is fine."""
     disk_error: str | None = None
     """Why a file cannot be written (full disk, ...); None since the last write succeeded."""
+    price_version: str | None = None
+    """The price table this logger prices records with; None without one (every model
+    unpriced: PRICES_FILE unset, or never loaded)."""
+    price_error: str | None = None
+    """Why PRICES_FILE is not the table in force (the last good one is kept); None when it is."""
 
 
 async def running_loggers(redis: Redis) -> dict[str, LoggerStatus]:
@@ -40,9 +46,10 @@ async def running_loggers(redis: Redis) -> dict[str, LoggerStatus]:
     return reports
 
 
-async def files_report(redis: Redis) -> dict[str, str] | None:
-    """What /readyz shows: "ok" or the first logger's error, for keys.json and for the disk;
-    None when no logger reports (or Redis does not answer)."""
+async def files_report(redis: Redis) -> dict[str, str | None] | None:
+    """What /readyz shows: "ok" or the first logger's error, for keys.json, the disk and the
+    price file, and the first logger's price table version; None when no logger reports (or
+    Redis does not answer)."""
     try:
         reports = await running_loggers(redis)
     except (RedisError, OSError):
@@ -53,4 +60,6 @@ async def files_report(redis: Redis) -> dict[str, str] | None:
     return {
         "keys_file": next((s.keys_file_error for s in ordered if s.keys_file_error), "ok"),
         "disk": next((s.disk_error for s in ordered if s.disk_error), "ok"),
+        "prices": next((s.price_error for s in ordered if s.price_error), "ok"),
+        "price_version": ordered[0].price_version,
     }

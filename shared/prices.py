@@ -17,6 +17,7 @@ half-even per record.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import decimal
 import fnmatch
 import hashlib
@@ -37,8 +38,11 @@ log = logging.getLogger(__name__)
 
 MAX_RATE = Decimal(1000)
 """USD per million tokens no real model charges: a higher figure is a unit slip, refused."""
+MAX_FILE_BYTES = 4 << 20
+"""A price file larger than this is refused (it is read whole on every check)."""
 MONEY_CONTEXT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN)
-"""Enough digits for any count (2**53) times any rate, so no product is ever rounded."""
+"""Enough digits for any count (2**53) times any rate of up to 40 decimals, and for the sum of a
+record's categories, so no cost is ever rounded (list prices have at most a few decimals)."""
 NANO = Decimal(10) ** 9
 PER_MILLION = Decimal(10) ** 6
 Status = Literal["priced", "free", "unpriced"]
@@ -71,14 +75,15 @@ class RateEntry(BaseModel):
 
 
 class TierEntry(RateEntry):
-    above_input_tokens: int = Field(ge=1)
+    above_input_tokens: int = Field(ge=1, strict=True)
+    """A TOML integer: `true` or `"200k"` is refused, not read as 1 or 200."""
 
 
 class ModelEntry(RateEntry):
-    free: bool = False
+    free: bool = Field(default=False, strict=True)
     aliases: list[str] = Field(default_factory=list)
     tiers: list[TierEntry] = Field(default_factory=list)
-    as_of: str | None = None
+    as_of: str | datetime.date | None = None
     """When the prices were copied from `source` (kept for the reader, not used)."""
     source: str | None = None
 
@@ -222,7 +227,9 @@ def cost_of(table: PriceTable | None, model: str | None, split: Mapping[str, int
         )
         for category in PRICED_CATEGORIES
     }
-    total = sum(breakdown.values(), Decimal(0))
+    total = Decimal(0)
+    for value in breakdown.values():  # in MONEY_CONTEXT: the default context rounds at 28 digits
+        total = MONEY_CONTEXT.add(total, value)
     cost = {
         "usd": money_text(total),
         "breakdown": {c: money_text(v) for c, v in breakdown.items() if split.get(c)},
@@ -244,7 +251,8 @@ def money_text(value: Decimal) -> str:
 
 
 def nano_usd(cost: Mapping[str, Any] | None) -> int | None:
-    """A record's cost in integer nano-USD, as aggregates add it; None when not priced."""
+    """A record's cost in integer nano-USD, as aggregates add it; None when not priced (or not
+    a usable amount)."""
     usd = cost.get("usd") if isinstance(cost, Mapping) else None
     if not isinstance(usd, str):
         return None
@@ -254,13 +262,18 @@ def nano_usd(cost: Mapping[str, Any] | None) -> int | None:
         return None
     if not value.is_finite() or value < 0:
         return None
-    return int(MONEY_CONTEXT.multiply(value, NANO).to_integral_value(decimal.ROUND_HALF_EVEN))
+    try:
+        nano = MONEY_CONTEXT.multiply(value, NANO)
+    except decimal.Overflow:  # no cost the table can give: a record written by something else
+        return None
+    return int(nano.to_integral_value(decimal.ROUND_HALF_EVEN))
 
 
 class PriceBook:
-    """The table in force for one process: the file at `path`, read again when it changes (a
-    stat per `refresh`). A file that cannot be used keeps the last good table in force, is
-    logged once (per content) and shows in `error` and `load_errors`."""
+    """The table in force for one process: the file at `path`, read again when its content
+    changes (read and hashed on every `refresh`: a stat can miss an edit in place that keeps
+    the size within one mtime tick). A file that cannot be used keeps the last good table in
+    force, is logged once (per content) and shows in `error` and `load_errors`."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
@@ -268,7 +281,7 @@ class PriceBook:
         self.error: str | None = None
         """Why the file at the path is not the table in force; None when it is."""
         self.load_errors = 0
-        self._seen: tuple[int, int, int] | None = None
+        self._seen_digest: str | None = None
         self._failed_digest: str | None = None
 
     def refresh(self) -> bool:
@@ -276,20 +289,23 @@ class PriceBook:
         if self.path is None:
             return False
         try:
-            stat = self.path.stat()
-            seen = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-            if seen == self._seen:
-                return False
-            self._seen = seen
-            content = self.path.read_bytes()
+            with self.path.open("rb") as file:
+                content = file.read(MAX_FILE_BYTES + 1)
         except OSError as error:
-            self._seen = None
-            self._fail(f"cannot read {self.path}: {error.strerror or error}", str(error))
+            self._seen_digest = None
+            hint = " (copy config/prices.example.toml there)" if not self.path.exists() else ""
+            self._fail(f"cannot read {self.path}: {error.strerror or error}{hint}", str(error))
             return False
+        digest = hashlib.sha256(content).hexdigest()
+        if digest == self._seen_digest:
+            return False
+        self._seen_digest = digest
         try:
+            if len(content) > MAX_FILE_BYTES:
+                raise PriceFileError(f"larger than {MAX_FILE_BYTES} bytes")
             table = parse_table(content)
         except PriceFileError as error:
-            self._fail(f"{self.path}: {error}", hashlib.sha256(content).hexdigest())
+            self._fail(f"{self.path}: {error}", digest)
             return False
         changed = self.table is None or table.version != self.table.version
         self.table, self.error, self._failed_digest = table, None, None

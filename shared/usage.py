@@ -5,6 +5,12 @@ client_app), in Redis and in the sidecars of rotated event files; reports merge 
 is a histogram of BUCKETS_PER_DECADE log-spaced buckets, so merged tallies still give
 percentiles: a percentile is the geometric middle of the bucket holding the nearest-rank value,
 within 3% of it plus rounding to whole milliseconds (exact under 20 ms). Pure: no I/O.
+
+Spend is added in integer nano-USD (`nano_usd` of each record's `cost`), so sums are exact and
+do not depend on the order they are made in. A record priced or free adds its cost; one whose
+cost is unknown (no price for its model) or cannot be added (a hand-edited line's) counts in
+`unpriced_requests` and adds nothing, never $0; one written before records had a `cost` counts
+in neither.
 """
 
 from __future__ import annotations
@@ -12,13 +18,34 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
+
+from shared.prices import money_text, nano_usd
+from shared.usage_split import CATEGORIES, split_usage, token_count
 
 HOUR_MS = 3_600_000
 BUCKETS_PER_DECADE = 40
 PERCENTILES = (50, 90, 99)
 DIMENSIONS = ("user_id", "key_id", "model", "client_app")
-COUNTERS = ("requests", "errors", "input_tokens", "output_tokens", "cache_tokens", "total_tokens")
+COUNTERS = (
+    "requests",
+    "errors",
+    "input_tokens",
+    "output_tokens",
+    "cache_tokens",
+    "total_tokens",
+    "uncached_input_tokens",
+    "cache_read_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "cost_nano",
+    "unpriced_requests",
+)
+COUNTERS_VERSION = 2
+"""Which counters a Tally has: aggregates kept under another version are rebuilt from the files
+(logger_service/rollup.py), so a counter added later is counted for the past lines too."""
 TOKEN_SOURCES = {
     "input_tokens": "prompt_tokens",
     "output_tokens": "completion_tokens",
@@ -26,8 +53,21 @@ TOKEN_SOURCES = {
     "total_tokens": "total_tokens",
 }
 """Counter -> field of the record's `usage` object it sums."""
+SPLIT_SOURCES = {
+    "uncached_input_tokens": "input",
+    "cache_read_tokens": "cache_read",
+    "cache_write_5m_tokens": "cache_write_5m",
+    "cache_write_1h_tokens": "cache_write_1h",
+    "reasoning_tokens": "reasoning",
+}
+"""Counter -> category of the record's `tokens` it sums (the output is output_tokens)."""
+COUNTED_COSTS = frozenset({"priced", "free"})
+MAX_COUNTED_NANO_USD = 10**15
+"""Largest cost of one request that is added ($1,000,000): far above any real one, and far
+enough below 2**63 that Redis can add up thousands of them in a cell (a larger one, which only
+a hand-edited line can hold, would make the cell's HINCRBY fail); it counts as unpriced."""
 
-FIELD_CODES = dict(zip(COUNTERS, "neioct", strict=True))
+FIELD_CODES = dict(zip(COUNTERS, "neiocturwhgsx", strict=True))
 """Counter -> one-letter field name in Redis hashes and sidecars (there are millions of them)."""
 COUNTER_OF_CODE: dict[str | bytes, str] = {
     **{code: name for name, code in FIELD_CODES.items()},
@@ -63,6 +103,22 @@ def is_error(record: Mapping[str, Any]) -> bool:
     return record.get("error") is not None or (isinstance(status, int) and status >= 400)
 
 
+def record_tokens(record: Mapping[str, Any]) -> dict[str, int] | None:
+    """A record's split (shared/usage_split.py): its `tokens` (a category that is no count
+    read as 0), or for a record of a proxy that did not split usage yet, the split of its
+    `usage`; None when it has neither."""
+    tokens = record.get("tokens")
+    if isinstance(tokens, Mapping):
+        return {name: token_count(tokens.get(name)) or 0 for name in CATEGORIES}
+    usage = record.get("usage")
+    return split_usage(usage) if isinstance(usage, Mapping) else None
+
+
+def usd_text(nano: int) -> str:
+    """Integer nano-USD as an exact decimal string of dollars."""
+    return money_text(Decimal(nano).scaleb(-9))
+
+
 @dataclass(slots=True)
 class Tally:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
@@ -87,6 +143,17 @@ class Tally:
                 value = usage.get(source)
                 if isinstance(value, int):
                     counts[counter] += value
+        tokens = record_tokens(record)
+        if tokens is not None:
+            for counter, category in SPLIT_SOURCES.items():
+                counts[counter] += tokens[category]
+        cost = record.get("cost")
+        if isinstance(cost, Mapping):
+            nano = nano_usd(cost) if cost.get("status") in COUNTED_COSTS else None
+            if nano is None or nano > MAX_COUNTED_NANO_USD:
+                counts["unpriced_requests"] += 1
+            else:
+                counts["cost_nano"] += nano
         latency_ms = record.get("latency_ms")
         if isinstance(latency_ms, int | float) and latency_ms >= 0:
             bucket = latency_bucket(latency_ms)
@@ -106,12 +173,13 @@ class Tally:
         raise AssertionError("unreachable: rank <= total")
 
     def summary(self) -> dict[str, Any]:
-        """The counters and latency percentiles as reports show them."""
+        """The counters, spend in USD (exact) and latency percentiles as reports show them."""
+        counts = {name: value for name, value in self.counts.items() if name != "cost_nano"}
         latency = {f"p{p}": self.percentile(p) for p in PERCENTILES}
-        return {**self.counts, "latency_ms": latency}
+        return {**counts, "cost_usd": usd_text(self.counts["cost_nano"]), "latency_ms": latency}
 
     def to_fields(self) -> dict[str, int]:
-        """Flat non-zero fields: `n`, `e`, `i`, `o`, `c`, `t` and `l<bucket>`."""
+        """Flat non-zero fields: one letter per counter (FIELD_CODES) and `l<bucket>`."""
         fields = {FIELD_CODES[name]: value for name, value in self.counts.items() if value}
         fields.update((f"{LATENCY_PREFIX}{bucket}", n) for bucket, n in self.latency.items())
         return fields

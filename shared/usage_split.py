@@ -13,7 +13,8 @@ the two can never disagree:
 - The input categories add up to the upstream's total input: `prompt_tokens` in OpenAI's
   convention, `input_tokens` plus both cache counts in Anthropic's. One exception: an
   OpenAI-shaped usage whose cache counts exceed `prompt_tokens` cannot include them, so it is
-  read in Anthropic's convention.
+  read in Anthropic's convention. The total is clamped to MAX_TOKEN_COUNT like each count
+  (cache reads kept first, then writes, then uncached input).
 - Where an upstream reports one count under several names (DeepSeek's `prompt_cache_hit_tokens`,
   LiteLLM's top-level `cache_read_input_tokens` beside a `cached_tokens` of 0), the largest is
   taken: a 0 in one field beside the real figure in another is a placeholder, not a fact.
@@ -26,8 +27,9 @@ from collections.abc import Mapping
 from typing import Any
 
 MAX_TOKEN_COUNT = 2**53
-"""Larger reported counts are clamped to this: exact as JSON numbers and in Redis' Lua (doubles),
-and far inside orjson's 64-bit integers, so no sum of counts can make an event unserialisable."""
+"""Larger reported counts are clamped to this, and so is a split's total input: exact as JSON
+numbers and in Redis' Lua (doubles), and far inside orjson's 64-bit integers, so no sum of counts
+can make an event unserialisable."""
 INPUT_CATEGORIES = ("input", "cache_read", "cache_write_5m", "cache_write_1h")
 PRICED_CATEGORIES = (*INPUT_CATEGORIES, "output")
 CATEGORIES = (*PRICED_CATEGORIES, "reasoning")
@@ -73,7 +75,6 @@ def split_usage(usage: Mapping[str, Any] | None) -> dict[str, int]:
         usage.get("cache_creation_input_tokens"),
         write_5m_stated + write_1h,
     )
-    write_5m = write_total - write_1h
     stated_input = token_count(usage.get("prompt_tokens"))
     if stated_input is None:
         stated_input = token_count(usage.get("input_tokens")) or 0
@@ -82,6 +83,12 @@ def split_usage(usage: Mapping[str, Any] | None) -> dict[str, int]:
         includes_cache = True
     cached = read + write_total
     uncached = stated_input - cached if includes_cache and cached <= stated_input else stated_input
+    # Anthropic's convention adds three counts: keep their sum within the bound too, so the
+    # record's prompt_tokens (the sum) is exact and splits back into these same categories.
+    write_total = min(write_total, MAX_TOKEN_COUNT - read)
+    write_1h = min(write_1h, write_total)
+    write_5m = write_total - write_1h
+    uncached = min(uncached, MAX_TOKEN_COUNT - read - write_total)
     output = largest_count(usage.get("completion_tokens"), usage.get("output_tokens"))
     reasoning = min(
         largest_count(output_details.get("reasoning_tokens"), usage.get("reasoning_tokens")), output
@@ -98,7 +105,7 @@ def split_usage(usage: Mapping[str, Any] | None) -> dict[str, int]:
 
 def total_input(split: Mapping[str, int]) -> int:
     """Every input token, cached or not: what price tiers compare with."""
-    return sum(split[name] for name in INPUT_CATEGORIES)
+    return sum(split.get(name, 0) for name in INPUT_CATEGORIES)
 
 
 def normalised_usage(usage: Mapping[str, Any] | None) -> dict[str, int] | None:

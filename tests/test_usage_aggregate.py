@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 
 from shared.timespec import parse_instant
-from shared.usage import Tally, bucket_latency_ms, latency_bucket, tally_records
+from shared.usage import (
+    COUNTERS,
+    FIELD_CODES,
+    LATENCY_PREFIX,
+    Tally,
+    bucket_latency_ms,
+    latency_bucket,
+    tally_records,
+)
 from shared.usage_layout import by_bucket, covering, first_hour
 from shared.usage_query import UsageQuery, build_query
 from tests.usage_data import HOUR, T0, assert_matches, expected_report, random_records
@@ -160,3 +168,75 @@ def test_odd_dimension_values_become_strings_and_missing_times_are_skipped():
         cells,
     )
     assert list(cells) == [(3, ("42", "['k']", None, None))]
+
+
+def cost(usd: str | None, status: str = "priced") -> dict:
+    return {"usd": usd, "breakdown": None, "price_version": "sha256:test", "status": status}
+
+
+def test_spend_adds_priced_and_free_costs_exactly_and_counts_unpriced_apart():
+    """Nano-USD sums: exact where floats are not (0.1 + 0.2), a free model adds 0 and is not
+    unpriced, an unpriced one is counted and adds nothing (never $0 of spend), a record written
+    before pricing (no cost) counts in neither, and a cost no tally may add (a hand-edited
+    line's) counts as unpriced."""
+    tally = Tally()
+    for record in [
+        {"cost": cost("0.1")},
+        {"cost": cost("0.2")},
+        {"cost": cost("0.000000001")},
+        {"cost": cost("0", "free")},
+        {"cost": cost(None, "unpriced")},
+        {"cost": cost(None, "unpriced")},
+        {"cost": None},
+        {},
+        {"cost": cost("1000001")},  # past MAX_COUNTED_NANO_USD
+        {"cost": cost("-1")},
+        {"cost": cost("lots")},
+        {"cost": cost("5", "unpriced")},  # a status that says the usd is not a cost
+    ]:
+        tally.add_record(record)
+    summary = tally.summary()
+    assert summary["cost_usd"] == "0.300000001"
+    assert summary["unpriced_requests"] == 6
+    assert tally.counts["cost_nano"] == 300_000_001 and "cost_nano" not in summary
+    many = Tally()
+    for _ in range(10_000):
+        many.add_record({"cost": cost("0.000000001")})
+    assert many.summary()["cost_usd"] == "0.00001"
+
+
+def test_token_categories_come_from_the_records_tokens_or_an_old_records_usage():
+    tally = Tally()
+    tokens = {
+        "input": 5,
+        "cache_read": 7,
+        "cache_write_5m": 11,
+        "cache_write_1h": 13,
+        "output": 17,
+        "reasoning": 3,
+    }
+    tally.add_record({"usage": {"prompt_tokens": 36, "completion_tokens": 17}, "tokens": tokens})
+    old_usage = {"prompt_tokens": 100, "completion_tokens": 9, "cached_tokens": 30}
+    tally.add_record({"usage": {**old_usage, "cache_write_tokens": 20, "reasoning_tokens": 4}})
+    tally.add_record({"usage": None, "tokens": None})
+    tally.add_record({"tokens": {"input": "many", "cache_read": -4, "reasoning": 2}})
+    counts = tally.counts
+    assert counts["uncached_input_tokens"] == 5 + 50
+    assert counts["cache_read_tokens"] == 7 + 30
+    assert counts["cache_write_5m_tokens"] == 11 + 20
+    assert counts["cache_write_1h_tokens"] == 13
+    assert counts["reasoning_tokens"] == 3 + 4 + 2
+    assert counts["input_tokens"] == 136 and counts["output_tokens"] == 26
+
+
+def test_field_codes_are_distinct_short_and_never_a_latency_field():
+    codes = list(FIELD_CODES.values())
+    assert len(set(codes)) == len(codes) == len(COUNTERS)
+    assert all(len(code) == 1 and code != LATENCY_PREFIX for code in codes)
+    tally = Tally()
+    tally.add_record({"latency_ms": 40, "cost": cost("1.5"), "tokens": {"cache_write_1h": 8}})
+    tally.add_record({"cost": cost(None, "unpriced")})
+    fields = tally.to_fields()
+    assert Tally.from_fields(fields) == tally
+    assert Tally.from_fields({k.encode(): str(v).encode() for k, v in fields.items()}) == tally
+    assert fields[FIELD_CODES["cost_nano"]] == 1_500_000_000

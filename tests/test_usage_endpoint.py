@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -119,3 +120,24 @@ async def test_the_command_line_report_gives_the_same_answer(client, data_dir):
     argv += ["--model", "gpt-4o"]
     from_files = subprocess.run(argv, cwd=ROOT, capture_output=True, check=True).stdout
     assert orjson.loads(from_files) == from_redis
+
+
+async def test_spend_columns_per_model_add_up_to_the_records(client):
+    """Priced models' cost to the last nano-dollar; a free one costs 0 and is not unpriced; an
+    unpriced one (and no model at all) is counted as such and adds no spend."""
+    body = (await client.get("/admin/usage", params={**WINDOW, "group_by": "model"})).json()
+    rows = {group["key"]["model"]: group for group in body["groups"]}
+    assert set(rows) == {"gpt-4o", "claude-sonnet-4", "deepseek-chat", "local-llm", None}
+    for model, row in rows.items():
+        costs = [r["cost"] for r in RECORDS if r.get("model") == model and "cost" in r]
+        usd = sum((Decimal(c["usd"]) for c in costs if c["usd"] is not None), Decimal(0))
+        assert Decimal(row["cost_usd"]) == usd, model
+        assert row["unpriced_requests"] == sum(c["status"] == "unpriced" for c in costs), model
+        assert set(row) >= {f"{name}_tokens" for name in ("cache_read", "cache_write_1h")}
+    for model in ("gpt-4o", "claude-sonnet-4"):
+        assert Decimal(rows[model]["cost_usd"]) > 0 and rows[model]["unpriced_requests"] == 0
+    assert (rows["local-llm"]["cost_usd"], rows["local-llm"]["unpriced_requests"]) == ("0", 0)
+    for model in ("deepseek-chat", None):
+        assert rows[model]["cost_usd"] == "0" and rows[model]["unpriced_requests"] > 0
+    total = sum(Decimal(row["cost_usd"]) for row in rows.values())
+    assert Decimal(body["totals"]["cost_usd"]) == total

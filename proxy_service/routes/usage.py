@@ -1,4 +1,5 @@
-"""GET /admin/usage: requests, tokens, errors and latency from the logger's aggregates in Redis.
+"""GET /admin/usage: requests, tokens (by category), spend, errors and latency from the logger's
+aggregates in Redis.
 
 Proxies never read the data files: the logger keeps the aggregates (logger_service/rollup.py),
 and this reads them in the layout of shared/usage_layout.py, the question itself being the same
@@ -37,7 +38,9 @@ async def usage(
     client_app: str | None = None,
 ) -> dict[str, Any]:
     """since/until: ISO-8601, unix seconds or an age (`7d`); group_by: day, user, key, model,
-    client_app, or several joined by commas."""
+    client_app, or several joined by commas. Each group and the totals give the counters of
+    shared/usage.py: `cost_usd` (exact, of the requests priced or free) and
+    `unpriced_requests` (those whose model has no price, not in `cost_usd`) among them."""
     filters = {"user_id": user_id, "key_id": key_id, "model": model, "client_app": client_app}
     try:
         query = build_query(

@@ -8,7 +8,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from logger_service.chart import MARGIN_LEFT, render_chart
+from logger_service.chart import MARGIN_LEFT, METRICS, render_chart
 from shared.usage import Tally
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -39,3 +39,14 @@ def test_one_day_of_data_is_one_bar_at_the_end_of_the_period(days: int) -> None:
 def test_days_with_data_outside_the_period_still_show() -> None:
     data = {("2026-11-01", "a"): tally(5), ("2026-11-03", "b"): tally(7)}
     assert len(bars_x(render_chart(data, "t", "s", ("2026-11-02", "2026-11-02")))) == 2
+
+
+def test_the_cost_metric_stacks_exact_dollars_on_a_usd_axis() -> None:
+    spent = Tally()
+    spent.counts["cost_nano"] = 1_250_000_001
+    page = render_chart({("2026-11-01", "a"): spent}, "t", "s", metric=METRICS["cost"])
+    root = ElementTree.fromstring(page.removeprefix("<!DOCTYPE html>\n"))
+    [bar] = root.findall(f".//{SVG}svg/{SVG}rect")
+    assert bar.find(f"{SVG}title").text == "a, 2026-11-01: $1.250000001"
+    labels = [text.text for text in root.findall(f".//{SVG}svg/{SVG}text")]
+    assert labels[:6] == ["0", "0.4", "0.8", "1.2", "1.6", "USD"]

@@ -14,6 +14,7 @@ from logger_service import records
 from shared.settings import Settings
 from tests.poison import proxy_event
 from tests.processes import ADMIN_TOKEN
+from tests.usage_data import PRICES
 
 MAX_BYTES = 4096
 BOUNDED = Settings(_env_file=None, admin_token=ADMIN_TOKEN, log_max_record_bytes=MAX_BYTES)
@@ -22,7 +23,7 @@ METADATA = ("protocol", "client_app", "user_id", "key_id", "upstream_id", "model
 
 
 def line_of(event: dict[str, Any], config: Settings = BOUNDED) -> tuple[str, bytes]:
-    return records.record_line("3-0", {b"e": orjson.dumps(event)}, config)
+    return records.record_line("3-0", {b"e": orjson.dumps(event)}, config, PRICES)
 
 
 def record_of(event: dict[str, Any], config: Settings = BOUNDED) -> dict[str, Any]:
@@ -85,7 +86,7 @@ def test_eleven_million_empty_objects_are_recorded_without_being_parsed(monkeypa
     parsed: list[int] = []
     loads = orjson.loads
     monkeypatch.setattr(orjson, "loads", lambda data: parsed.append(len(data)) or loads(data))
-    request_id, line = records.record_line("4-0", {b"e": entry}, BOUNDED)
+    request_id, line = records.record_line("4-0", {b"e": entry}, BOUNDED, PRICES)
     assert request_id == "req_objects" and len(line) <= MAX_BYTES
     assert max(parsed) < records.PARSE_CHECK_BYTES
     record = loads(line)

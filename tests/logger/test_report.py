@@ -8,12 +8,14 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ElementTree
+from decimal import Decimal
 from pathlib import Path
 
 import orjson
 import pytest
 
 from logger_service.rotated import SIDECAR_SUFFIX
+from shared.prices import money_text, parse_table
 from tests.processes import ROOT
 
 HOUR_S = 3600
@@ -41,10 +43,11 @@ def all_records(data_dir: Path) -> list[dict]:
     ]
 
 
-def sums(records: list[dict]) -> dict[str, int]:
+def sums(records: list[dict]) -> dict[str, int | str]:
     def tokens(name: str) -> int:
         return sum((r["usage"] or {}).get(name, 0) for r in records)
 
+    priced = [Decimal(r["cost"]["usd"]) for r in records if r["cost"]["usd"] is not None]
     return {
         "requests": len(records),
         "errors": sum(1 for r in records if r["error"] is not None or r["status_code"] >= 400),
@@ -52,6 +55,9 @@ def sums(records: list[dict]) -> dict[str, int]:
         "output_tokens": tokens("completion_tokens"),
         "cache_tokens": tokens("cached_tokens"),
         "total_tokens": tokens("total_tokens"),
+        "uncached_input_tokens": sum((r["tokens"] or {}).get("input", 0) for r in records),
+        "cost_usd": money_text(sum(priced, Decimal(0))),
+        "unpriced_requests": sum(r["cost"]["status"] == "unpriced" for r in records),
     }
 
 
@@ -60,6 +66,7 @@ def test_totals_per_user_add_up_to_the_lines(data_dir):
     assert len(list(data_dir.glob(f"*{SIDECAR_SUFFIX}"))) >= 4
     body = orjson.loads(report(data_dir, "--json", "--by", "user", "--since", "6d"))
     assert {k: body["totals"][k] for k in sums(records)} == sums(records)
+    assert Decimal(body["totals"]["cost_usd"]) > 0 and body["totals"]["unpriced_requests"] > 0
     for group in body["groups"]:
         mine = [r for r in records if r["user_id"] == group["key"]["user_id"]]
         assert {k: group[k] for k in sums(mine)} == sums(mine)
@@ -90,7 +97,8 @@ def test_table_is_aligned_with_a_total_row(data_dir):
     title, blank, header, rule, *rows, last_rule, total = table.rstrip("\n").split("\n")
     assert title.endswith("by user, where model=gpt-4o") and blank == ""
     assert header.split() == [
-        *["user_id", "requests", "errors", "input", "output", "cache", "total"],
+        *["user_id", "requests", "errors", "input", "output", "cache", "total", "usd"],
+        "unpriced",
         *["p50", "ms", "p99", "ms"],
     ]
     assert len({len(line) for line in [header, rule, last_rule, total]}) == 1
@@ -110,6 +118,80 @@ def test_chart_is_a_well_formed_page_of_stacked_bars(data_dir, tmp_path):
     bars = root.findall(f".//{SVG}svg/{SVG}rect")
     tokens = sum(r["usage"]["total_tokens"] for r in all_records(data_dir) if r["usage"])
     assert len(bars) > 20 and sum(map(bar_tokens, bars)) == tokens
+
+
+def test_the_spend_chart_stacks_each_users_cost(data_dir, tmp_path):
+    chart = tmp_path / "spend.html"
+    report(data_dir, "--since", "6d", "--chart", str(chart), "--chart-metric", "cost")
+    root = ElementTree.fromstring(chart.read_text().removeprefix("<!DOCTYPE html>\n"))
+    bars = root.findall(f".//{SVG}svg/{SVG}rect")
+    usd = [Decimal(bar.find(f"{SVG}title").text.split(": $")[1]) for bar in bars]
+    assert money_text(sum(usd, Decimal(0))) == sums(all_records(data_dir))["cost_usd"]
+    assert root.find(".//h1").text == "Spend per day per user"
+
+
+REPRICED = """
+[models."gpt-4o-mini"]
+input = "0.30"
+output = "1.20"
+cache_read = "0.15"
+
+[models."gpt-4o"]
+input = "2.5"
+output = "10"
+"""
+"""gpt-4o-mini at twice its example prices, gpt-4o (unpriced in the example table) priced now,
+deepseek-chat no longer priced."""
+REPRICED_RATES = {
+    "gpt-4o-mini": {"input": "0.30", "output": "1.20", "cache_read": "0.15"},
+    "gpt-4o": {"input": "2.5", "output": "10", "cache_read": "2.5"},
+}
+
+
+def by_hand(tokens: dict | None, rates: dict[str, str]) -> Decimal:
+    """Tokens times USD per million (gen_events' usage has no cache writes)."""
+    total = sum(Decimal((tokens or {}).get(c, 0)) * Decimal(rate) for c, rate in rates.items())
+    return total / Decimal(10**6)
+
+
+def test_reprice_shows_the_spend_under_a_new_table_beside_the_recorded_one(data_dir, tmp_path):
+    prices = tmp_path / "prices.toml"
+    prices.write_text(REPRICED)
+    before = {path: path.read_bytes() for path in data_dir.iterdir()}
+    args = ("--json", "--by", "model", "--since", "6d", "--reprice", str(prices))
+    body = orjson.loads(report(data_dir, *args))
+    assert {path: path.read_bytes() for path in data_dir.iterdir()} == before  # nothing rewritten
+    assert body["repriced_with"] == parse_table(REPRICED.encode()).version
+    records = all_records(data_dir)
+    rows = {group["key"]["model"]: group for group in body["groups"]}
+    for model, row in rows.items():
+        mine = [r for r in records if r["model"] == model]
+        assert {k: row[k] for k in sums(mine)} == sums(mine)  # the recorded spend, unchanged
+        if model not in REPRICED_RATES:
+            assert row["repriced"] == {"cost_usd": "0", "unpriced_requests": len(mine)}
+            continue
+        usd = sum((by_hand(r["tokens"], REPRICED_RATES[model]) for r in mine), Decimal(0))
+        assert row["repriced"] == {"cost_usd": money_text(usd), "unpriced_requests": 0}
+    usd = sum((Decimal(row["repriced"]["cost_usd"]) for row in rows.values()), Decimal(0))
+    unpriced = sum(row["repriced"]["unpriced_requests"] for row in rows.values())
+    assert body["totals"]["repriced"] == {
+        "cost_usd": money_text(usd),
+        "unpriced_requests": unpriced,
+    }
+    table = report(data_dir, *args[1:])
+    assert "repriced with price table sha256:" in table
+    assert "repriced usd" in table.splitlines()[3]
+
+
+def test_reprice_refuses_a_table_that_does_not_parse(data_dir, tmp_path):
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[models."m"]\ninput = 3.0\n')
+    argv = [sys.executable, "-m", "logger_service.report", "--data-dir", str(data_dir)]
+    run = subprocess.run(
+        [*argv, "--reprice", str(prices)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert run.returncode == 2 and "write prices as strings" in run.stderr
+    assert "Traceback" not in run.stderr
 
 
 def bar_tokens(bar: ElementTree.Element) -> int:

@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from decimal import Decimal
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 
 from logger_service.rollup import Rollup
 from logger_service.sink import EventSink
 from proxy_service.routes.usage import read_cells
-from shared.redis_names import USAGE_PREFIX, USAGE_WATERMARK
-from shared.usage import Tally
+from shared.redis_names import USAGE_GROUPS, USAGE_PREFIX, USAGE_WATERMARK
+from shared.usage import FIELD_CODES, SPLIT_SOURCES, Tally
 from shared.usage_query import build_query
 from tests.usage_data import HOUR, assert_matches, expected_report, lines_of, random_records
 
@@ -192,3 +194,40 @@ async def test_usage_keys_expire_after_retention(redis, tmp_path):
     retention_ms = RETENTION_DAYS * 86_400_000
     async for key in redis.scan_iter(f"{USAGE_PREFIX}day:*"):
         assert START + retention_ms < await redis.pexpiretime(key) <= END + retention_ms
+
+
+def spend(report: dict) -> tuple[Decimal, int]:
+    totals = report["totals"]
+    return Decimal(totals["cost_usd"]), totals["unpriced_requests"]
+
+
+async def test_spend_is_counted_once_however_often_and_by_whom_catch_up_runs(redis, tmp_path):
+    written = records(1200, seed=5)
+    lines = lines_of(written)
+    for start in range(0, len(lines), 100):
+        append(tmp_path / "events.jsonl", lines[start : start + 100])
+        await asyncio.gather(*(rollup(redis, tmp_path).catch_up() for _ in range(3)))
+    assert await rollup(redis, tmp_path).catch_up() == 0
+    costs = [r["cost"] for r in written if r.get("cost")]
+    usd = sum((Decimal(c["usd"]) for c in costs if c["usd"] is not None), Decimal(0))
+    unpriced = sum(c["status"] == "unpriced" for c in costs)
+    assert spend(await redis_report(redis, "model")) == (usd, unpriced) and usd > 0
+    await assert_counts(redis, written, "model")
+
+
+async def test_aggregates_of_older_counters_are_rebuilt_with_spend_counted_once(redis, tmp_path):
+    """An upgrade: the aggregates an older logger kept (its watermark names no counters'
+    version, its hashes hold no spend) are rebuilt from the files, every line once."""
+    written = records(500)
+    append(tmp_path / "events.jsonl", lines_of(written))
+    assert await rollup(redis, tmp_path).catch_up() == len(written)
+    old_mark = orjson.loads(await redis.get(USAGE_WATERMARK))
+    del old_mark["counters"]
+    await redis.set(USAGE_WATERMARK, orjson.dumps(old_mark))
+    new_codes = [FIELD_CODES[name] for name in (*SPLIT_SOURCES, "cost_nano", "unpriced_requests")]
+    async for key in redis.scan_iter(f"{USAGE_PREFIX}*"):
+        if await redis.type(key) == b"hash" and key != USAGE_GROUPS.encode():
+            await redis.hdel(key, *new_codes)
+    assert await rollup(redis, tmp_path).catch_up() == len(written)
+    assert await rollup(redis, tmp_path).catch_up() == 0
+    await assert_counts(redis, written)

@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from contextlib import ExitStack
+from decimal import Decimal
 
 import orjson
 
@@ -20,10 +21,13 @@ from logger_service.rotated import (
     delete_expired,
     missing_sidecars,
     read_sidecar,
+    sidecar_path,
     write_sidecar,
 )
 from logger_service.sink import EventSink
 from logger_service.tallies import tally_file, usage_fields
+from shared.usage import Tally
+from tests.usage_data import lines_of, random_records
 
 ROTATE_BYTES = 1024
 DAY = 86400
@@ -179,6 +183,31 @@ def test_a_sidecar_holds_its_files_cells_and_goes_stale_with_it(tmp_path):
     with rotated.open("ab") as file:
         file.write(b'{"request_id": "c"}\n')
     assert read_sidecar(rotated, {("hour", 2)}) is None
+
+
+def test_a_sidecar_carries_spend_and_token_categories_and_an_older_one_is_made_again(tmp_path):
+    rotated = tmp_path / "events-20260101T000000.jsonl"
+    records = random_records(300, seed=11, start_ms=7_200_000, hours=30)
+    rotated.write_bytes(b"".join(lines_of(records)))
+    write_sidecar(rotated)
+    with rotated.open("rb") as file:
+        from_lines = tally_file(file)
+    from_sidecar = dict(read_sidecar(rotated, {("hour", hour) for hour in range(2, 32)}))
+    assert from_sidecar == from_lines
+    total = Tally()
+    for tally in from_sidecar.values():
+        total.add(tally)
+    summary = total.summary()
+    assert Decimal(summary["cost_usd"]) > 0 and summary["unpriced_requests"] > 0
+    assert summary["cache_write_1h_tokens"] > 0
+    sidecar = sidecar_path(rotated)
+    document = orjson.loads(sidecar.read_bytes())
+    assert missing_sidecars(tmp_path / "events.jsonl") == []
+    sidecar.write_bytes(orjson.dumps({**document, "version": 2}))  # an older logger's
+    assert read_sidecar(rotated, {("hour", 2)}) is None
+    assert missing_sidecars(tmp_path / "events.jsonl") == [rotated]
+    write_sidecar(rotated)
+    assert orjson.loads(sidecar.read_bytes()) == document
 
 
 def test_usage_fields_skip_the_prompt_and_response_but_only_when_that_is_exact():

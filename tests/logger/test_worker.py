@@ -1,10 +1,12 @@
-"""The logger's event loop in process, on a real Redis: how it batches what it reads."""
+"""The logger's event loop in process, on a real Redis: how it batches what it reads, and the
+price table it prices records with."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,12 @@ from redis.asyncio import Redis
 
 from logger_service import worker
 from logger_service.worker import UsageLogger
+from shared.logger_status import files_report
 from shared.redis_names import EVENTS_STREAM
 from shared.settings import Settings
+from tests.poison import proxy_event
 from tests.processes import ADMIN_TOKEN
+from tests.usage_data import PRICE_FILE
 
 EVENTS = 40
 
@@ -111,7 +116,9 @@ async def test_a_batch_holds_at_most_its_bytes_and_one_entry_more(
     ):
         write, lines = logger._write, logger._lines
         logger._write = lambda entries: batches.append(entry_bytes(entries)) or write(entries)
-        logger._lines = lambda entries: slices.append(entry_bytes(entries)) or lines(entries)
+        logger._lines = lambda entries, prices: (
+            slices.append(entry_bytes(entries)) or lines(entries, prices)
+        )
     entry = entry_kib << 10
     assert logger.written == count
     assert max(batches) <= BATCH_BYTES + entry + 100 and sum(batches) >= count * entry
@@ -120,3 +127,53 @@ async def test_a_batch_holds_at_most_its_bytes_and_one_entry_more(
 
 def entry_bytes(entries: list) -> int:
     return sum(len(name) + len(value) for _, fields in entries for name, value in fields.items())
+
+
+async def eventually(check: Callable[[], Any], what: str, timeout: float = 5) -> Any:
+    """What `check` returns (awaited, if it is a coroutine) once it is true."""
+    async with asyncio.timeout(timeout):
+        while True:
+            found = check()
+            found = await found if inspect.isawaitable(found) else found
+            if found:
+                return found
+            await asyncio.sleep(0.02)
+
+
+async def price_error_report(redis: Redis) -> dict | None:
+    """/readyz's logger report once it names a price file error."""
+    report = await files_report(redis)
+    return report if report and report["prices"] != "ok" else None
+
+
+async def test_an_edited_price_file_is_picked_up_and_an_invalid_one_keeps_the_last_good_table(
+    redis_url, redis_client, tmp_path
+):
+    """While it runs, the logger prices each record with the table in force: an edit within
+    PRICES_RELOAD_SECONDS; a file that does not parse keeps the last good table, and the status
+    /readyz shows says which table is in force and why the file is not."""
+    path = tmp_path / "prices.toml"
+    path.write_bytes(PRICE_FILE)
+    options = {"prices_file": path, "prices_reload_seconds": 0.05}
+    async with running_logger(redis_url, tmp_path, 3, **options) as (logger, redis):
+
+        def send(request_id: str) -> Awaitable:
+            return redis.xadd(EVENTS_STREAM, {"e": orjson.dumps(proxy_event(request_id))})
+
+        first = (await eventually(lambda: logger.prices.table, "the table at start")).version
+        await send("r0")
+        await eventually(lambda: logger.written == 1, "the first record")
+        path.write_bytes(PRICE_FILE.replace(b'output = "10"', b'output = "12.5"', 1))
+        await eventually(lambda: logger.prices.table.version != first, "the edited table")
+        second = logger.prices.table.version
+        await send("r1")
+        await eventually(lambda: logger.written == 2, "the second record")
+        path.write_text('[models."gpt-4o"]\ninput = 2.5\n')  # a float: refused
+        report = await eventually(lambda: price_error_report(redis), "the error in the status")
+        assert "write prices as strings" in report["prices"]
+        assert report["price_version"] == second == logger.prices.table.version
+        await send("r2")
+    costs = [orjson.loads(line)["cost"] for line in logger.sink.path.read_bytes().splitlines()]
+    assert [cost["price_version"] for cost in costs] == [first, second, second]
+    # 2 uncached x 2.5 + 1 cache read x 1.25 + 4 output x 10, then x 12.5, per million tokens
+    assert [cost["usd"] for cost in costs] == ["0.00004625", "0.00005625", "0.00005625"]
