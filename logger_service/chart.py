@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from html import escape
 
-from shared.usage import Tally, usd_text
+from shared.prices import usd_text
+from shared.usage import Tally
 from shared.usage_query import GroupKey
 
 

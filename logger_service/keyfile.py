@@ -1,4 +1,5 @@
-"""keys.json, the durable record of the key set, kept in step with Redis by the logger.
+"""keys.json, the durable record of the key set and the user settings, kept in step with Redis
+by the logger (both hashes are loaded and written together, in one transaction each way).
 
 - Redis lost the set (KEYS_LOADED absent: first start, or Redis restarted empty): load the file.
 - The file's content differs from what the logger last wrote or loaded (a hand edit, also one
@@ -31,6 +32,7 @@ from logger_service.durable import write_atomically
 from logger_service.health import DiskError
 from shared import redis_names
 from shared.keys import KeyFile, KeyRecord
+from shared.users import UserSettings
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +114,15 @@ class KeyFileKeeper:
         return content
 
     async def load(self, content: bytes | None) -> None:
-        """Replace the key set in Redis by the file's (empty when there is no file yet); a file
-        that does not parse changes nothing (see `_reject`)."""
-        digest, mapping = None, {}
+        """Replace the key set and user settings in Redis by the file's (empty when there is no
+        file yet); a file that does not parse changes nothing (see `_reject`)."""
+        digest, mapping, users = None, {}, {}
         if content is not None:
             digest = _digest(content)
             if digest == self._rejected:
                 return
             try:
-                mapping = _parse(content)
+                mapping, users = _parse(content)
             except (ValueError, TypeError, RecursionError) as error:
                 if self._still_being_written():
                     self._seen_stat = None  # look again on the next tick
@@ -128,19 +130,20 @@ class KeyFileKeeper:
                 self._reject(content, digest, error)
                 return
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(redis_names.KEYS_HASH)
+            pipe.incr(redis_names.KEYS_VERSION)
+            pipe.delete(redis_names.KEYS_HASH, redis_names.USERS_HASH)
             if mapping:
                 pipe.hset(redis_names.KEYS_HASH, mapping=mapping)
-            pipe.incr(redis_names.KEYS_VERSION)
+            if users:
+                pipe.hset(redis_names.USERS_HASH, mapping=users)
             pipe.set(redis_names.KEYS_LOADED, 1)
             if digest is not None:
                 pipe.set(redis_names.KEYS_FILE_DIGEST, digest)
             pipe.publish(redis_names.KEYS_CHANNEL, "*")
-            results = await pipe.execute()
-        version = results[2 if mapping else 1]
+            version, *_ = await pipe.execute()
         await self._redis.set(redis_names.KEYS_PERSISTED_VERSION, version)
         self._known_digest = digest
-        log.info("loaded %d keys from %s", len(mapping), self.path)
+        log.info("loaded %d keys and %d user settings from %s", len(mapping), len(users), self.path)
 
     def _reject(self, content: bytes, digest: str, error: Exception) -> None:
         """Keep the set Redis has (or none), refuse to write over the file while it holds this
@@ -178,9 +181,11 @@ class KeyFileKeeper:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.get(redis_names.KEYS_VERSION)
             pipe.hgetall(redis_names.KEYS_HASH)
-            version, raw = await pipe.execute()
+            pipe.hgetall(redis_names.USERS_HASH)
+            version, raw, raw_users = await pipe.execute()
         records = [KeyRecord.from_redis(h.decode(), value) for h, value in raw.items()]
-        content = KeyFile.render(records)
+        users = [UserSettings.from_redis(u.decode(), value) for u, value in raw_users.items()]
+        content = KeyFile.render(records, users)
         try:
             write_atomically(self.path, content)
         except OSError as error:
@@ -193,10 +198,12 @@ class KeyFileKeeper:
             await pipe.execute()
 
 
-def _parse(content: bytes) -> dict[str, bytes]:
-    """The file's records as KEYS_HASH holds them; raises on anything that does not fit."""
-    records = KeyFile.model_validate(orjson.loads(content)).to_records()
-    return {record.key_hash: record.to_redis() for record in records}
+def _parse(content: bytes) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """The file's key records and user settings as KEYS_HASH and USERS_HASH hold them; raises
+    on anything that does not fit."""
+    parsed = KeyFile.model_validate(orjson.loads(content))
+    keys = {record.key_hash: record.to_redis() for record in parsed.to_records()}
+    return keys, {user.user_id: user.to_redis() for user in parsed.users}
 
 
 def _reason(error: Exception) -> str:

@@ -26,16 +26,19 @@ from proxy_service.limits import Limiter
 from proxy_service.malloc_tuning import map_large_blocks
 from proxy_service.model_catalog import ModelCatalog
 from proxy_service.observability import Metrics
+from proxy_service.price_metrics import PriceTableCollector
 from proxy_service.publisher import EventBounds, EventPublisher
 from proxy_service.routes import (
     admin,
     anthropic,
     embeddings,
     health,
+    me,
     models,
     openai,
     responses,
     usage,
+    users,
 )
 from proxy_service.shutdown import ShutdownWatch
 from proxy_service.state import ProxyState
@@ -100,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
             responses_options(settings, conversion),
             prices,
         )
+        app.state.proxy.metrics.registry.register(PriceTableCollector(prices))
         app.state.proxy.shutdown.install()
         with contextlib.suppress(RedisError, OSError):
             await keys.reload_all()
@@ -130,6 +134,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(responses.router)
     app.include_router(admin.router)
     app.include_router(usage.router)
+    app.include_router(users.router)
+    app.include_router(me.router)
     install_error_handlers(app)
     return app
 

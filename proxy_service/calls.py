@@ -5,6 +5,10 @@ whatever happens after the key was accepted (a refused body, a limit, an upstrea
 client gone mid-body, a shutdown cutting the request, a bug in a converter), the request leaves
 one usage event with its status and why, and the client gets an error in its protocol's shape.
 Handlers that know more (an upstream reply's usage) meter first; `finish` keeps the first.
+
+Before the handler runs, the key's limits and budgets (and its user's) admit the request, and
+the model it asks for (`model_of`: after MODEL_MAP on the routes that map it) is checked for a
+price when a money budget applies (proxy_service/spend.py).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from proxy_service.encodings import decoded_body
 from proxy_service.errors import ClientGone, InternalError, InvalidRequest, ProxyError
 from proxy_service.limits import RateLimited
 from proxy_service.metering import UsageMeter
+from proxy_service.spend import check_priced
 from proxy_service.state import ProxyState
 from shared.events import Protocol
 from shared.settings import Settings
@@ -72,26 +77,50 @@ class MeteredCall:
 
 
 Handler = Callable[[MeteredCall], Awaitable[Response]]
+ModelOf = Callable[[ProxyState, dict[str, Any]], str | None]
+"""The model a request asks the upstream for, from its parsed body."""
 
 
-async def metered(request: Request, protocol: Protocol, handler: Handler) -> Response:
-    """401 (unmetered) without a valid key; from then on every outcome is metered once."""
+def asked_model(state: ProxyState, body: dict[str, Any]) -> str | None:
+    """The body's `model`, sent upstream as it is."""
+    model = body.get("model")
+    return model if isinstance(model, str) else None
+
+
+def mapped_model(state: ProxyState, body: dict[str, Any]) -> str | None:
+    """The body's `model` as MODEL_MAP turns it into the upstream's (Anthropic, Responses)."""
+    model = asked_model(state, body)
+    return None if model is None else state.conversion.model_map.resolve(model)
+
+
+async def metered(
+    request: Request,
+    protocol: Protocol,
+    handler: Handler,
+    model_of: ModelOf | None = asked_model,
+) -> Response:
+    """401 (unmetered) without a valid key; from then on every outcome is metered once.
+    `model_of` None: the route calls no model (nothing to price)."""
     state = proxy_state(request)
     client_key, key = authenticate(request.headers, state.keys)
-    meter = UsageMeter(state, protocol, key, request.headers)
+    user = state.keys.user(key.user_id)
+    meter = UsageMeter(state, protocol, key, user, request.headers)
     call = MeteredCall(state, client_key, meter, request.headers)
     try:
         limit = state.settings.max_request_bytes
         raw = await read_body(request, limit)
         call.raw = decoded_body(raw, request.headers.get("content-encoding"), limit)
         try:
-            await state.limiter.admit(key)
+            await state.limiter.admit(key, user)
         except RateLimited as refused:
             state.metrics.limit_refusals.add(refused.limit)
             with contextlib.suppress(ProxyError):  # for the record: its prompt and model
                 call.body = parse_request(call.raw, state.settings)
             raise
         call.body = parse_request(call.raw, state.settings)
+        if model_of is not None:
+            meter.asked_model = model_of(state, call.body)
+            check_priced(state, key, user, meter.asked_model)
         return await handler(call)
     except ProxyError as error:
         call.fail(error.status, error.message)

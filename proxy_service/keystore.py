@@ -1,9 +1,10 @@
-"""Each replica's in-memory copy of the key set, kept current through Redis pub/sub.
+"""Each replica's in-memory copy of the key set and the user settings, kept current through
+Redis pub/sub.
 
-The hot path (`lookup`) is a dict read: no request waits on Redis. A change published on
-KEYS_CHANNEL reaches every subscribed replica in milliseconds; after any disconnect the whole set
-is reloaded, and a periodic full reload bounds staleness even if a message is lost. While Redis
-is unreachable the last known set keeps serving.
+The hot path (`lookup`, `user`) is a dict read: no request waits on Redis. A change published
+on KEYS_CHANNEL or USERS_CHANNEL reaches every subscribed replica in milliseconds; after any
+disconnect the whole set is reloaded, and a periodic full reload bounds staleness even if a
+message is lost. While Redis is unreachable the last known set keeps serving.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from redis.exceptions import RedisError
 
 from shared import redis_names
 from shared.keys import KeyRecord
+from shared.users import UserSettings
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +34,22 @@ class KeyStore:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._records: dict[str, KeyRecord] = {}
+        self._users: dict[str, UserSettings] = {}
         self.loaded = False
         """True once a full set has been read from Redis (after the logger loaded keys.json)."""
         self.connected = False
 
     def lookup(self, key_hash: str) -> KeyRecord | None:
         return self._records.get(key_hash)
+
+    def user(self, user_id: str) -> UserSettings | None:
+        return self._users.get(user_id)
+
+    def records(self) -> list[KeyRecord]:
+        return list(self._records.values())
+
+    def users(self) -> list[UserSettings]:
+        return list(self._users.values())
 
     def apply(self, key_hash: str, record: KeyRecord | None) -> None:
         """Put a change in force locally at once (the admin call that made it)."""
@@ -46,18 +58,29 @@ class KeyStore:
         else:
             self._records[key_hash] = record
 
+    def apply_user(self, user_id: str, settings: UserSettings | None) -> None:
+        if settings is None:
+            self._users.pop(user_id, None)
+        else:
+            self._users[user_id] = settings
+
     async def reload_all(self) -> None:
         """Replace the set from Redis, unless Redis lost it: then keep serving what we know
         until the logger restores keys.json (it publishes '*' when it has)."""
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.exists(redis_names.KEYS_LOADED)
             pipe.hgetall(redis_names.KEYS_HASH)
-            restored, raw = await pipe.execute()
+            pipe.hgetall(redis_names.USERS_HASH)
+            restored, raw, users = await pipe.execute()
         if not restored:
             return
         self._records = {
             key_hash.decode(): KeyRecord.from_redis(key_hash.decode(), value)
             for key_hash, value in raw.items()
+        }
+        self._users = {
+            user_id.decode(): UserSettings.from_redis(user_id.decode(), value)
+            for user_id, value in users.items()
         }
         self.loaded = True
 
@@ -65,8 +88,13 @@ class KeyStore:
         raw = await self._redis.hget(redis_names.KEYS_HASH, key_hash)
         self.apply(key_hash, KeyRecord.from_redis(key_hash, raw) if raw is not None else None)
 
+    async def reload_user(self, user_id: str) -> None:
+        raw = await self._redis.hget(redis_names.USERS_HASH, user_id)
+        settings = UserSettings.from_redis(user_id, raw) if raw is not None else None
+        self.apply_user(user_id, settings)
+
     async def run(self) -> None:
-        """Follow KEYS_CHANNEL forever, resubscribing and reloading after every disconnect."""
+        """Follow both channels forever, resubscribing and reloading after every disconnect."""
         while True:
             try:
                 await self._follow()
@@ -80,7 +108,7 @@ class KeyStore:
 
     async def _follow(self) -> None:
         async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-            await pubsub.subscribe(redis_names.KEYS_CHANNEL)
+            await pubsub.subscribe(redis_names.KEYS_CHANNEL, redis_names.USERS_CHANNEL)
             await self.reload_all()
             self.connected = True
             loop = asyncio.get_running_loop()
@@ -90,8 +118,16 @@ class KeyStore:
                 if _cancel_requested():
                     raise asyncio.CancelledError  # redis-py may turn a cancel into a timeout
                 if message is not None:
-                    changed = message["data"].decode()
-                    await (self.reload_all() if changed == "*" else self.reload_one(changed))
+                    await self._reload_changed(message["channel"].decode(), message["data"])
                 if loop.time() >= next_full_reload:
                     await self.reload_all()
                     next_full_reload = loop.time() + FULL_RELOAD_SECONDS
+
+    async def _reload_changed(self, channel: str, data: bytes) -> None:
+        changed = data.decode()
+        if channel == redis_names.USERS_CHANNEL:
+            await self.reload_user(changed)
+        elif changed == "*":
+            await self.reload_all()
+        else:
+            await self.reload_one(changed)

@@ -1,16 +1,17 @@
-"""Admin-side changes of the key set: Redis first (in force everywhere through pub/sub), then
-wait for the logger to persist them to keys.json."""
+"""Admin-side changes of the key set and the user settings: Redis first (in force everywhere
+through pub/sub), then wait for the logger to persist them to keys.json."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from redis.asyncio import Redis
 
 from proxy_service.keystore import KeyStore
 from shared import redis_names
 from shared.keys import KeyRecord
+from shared.users import UserSettings
 
 PERSIST_POLL_SECONDS = 0.05
 
@@ -21,24 +22,39 @@ class KeyWriter:
         self._keys = keys
 
     async def change(
-        self, *, put: Sequence[KeyRecord] = (), remove: Sequence[KeyRecord] = ()
+        self,
+        *,
+        put: Sequence[KeyRecord] = (),
+        remove: Sequence[KeyRecord] = (),
+        users: Mapping[str, UserSettings | None] | None = None,
     ) -> int:
-        """Store and remove records in one transaction, announce each, put them in force here
-        at once. Returns the version keys.json must reach to hold the change."""
+        """Store and remove key records, and set (or, for None, clear) user settings, in one
+        transaction; announce each, put them in force here at once. Returns the version
+        keys.json must reach to hold the change."""
+        users = users or {}
         async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(redis_names.KEYS_VERSION)
             for record in remove:
                 pipe.hdel(redis_names.KEYS_HASH, record.key_hash)
             for record in put:
                 pipe.hset(redis_names.KEYS_HASH, record.key_hash, record.to_redis())
-            pipe.incr(redis_names.KEYS_VERSION)
+            for user_id, settings in users.items():
+                if settings is None:
+                    pipe.hdel(redis_names.USERS_HASH, user_id)
+                else:
+                    pipe.hset(redis_names.USERS_HASH, user_id, settings.to_redis())
             for record in [*remove, *put]:
                 pipe.publish(redis_names.KEYS_CHANNEL, record.key_hash)
-            results = await pipe.execute()
+            for user_id in users:
+                pipe.publish(redis_names.USERS_CHANNEL, user_id)
+            version, *_ = await pipe.execute()
         for record in remove:
             self._keys.apply(record.key_hash, None)
         for record in put:
             self._keys.apply(record.key_hash, record)
-        return int(results[len(remove) + len(put)])
+        for user_id, settings in users.items():
+            self._keys.apply_user(user_id, settings)
+        return int(version)
 
     async def records_of(self, key_id: str) -> list[KeyRecord]:
         """Every record of a key: its current secret and, during a rotation's grace, the old."""
@@ -47,6 +63,14 @@ class KeyWriter:
     async def all_records(self) -> list[KeyRecord]:
         raw = await self._redis.hgetall(redis_names.KEYS_HASH)
         return [KeyRecord.from_redis(h.decode(), value) for h, value in raw.items()]
+
+    async def all_users(self) -> list[UserSettings]:
+        raw = await self._redis.hgetall(redis_names.USERS_HASH)
+        return [UserSettings.from_redis(u.decode(), value) for u, value in raw.items()]
+
+    async def user(self, user_id: str) -> UserSettings | None:
+        raw = await self._redis.hget(redis_names.USERS_HASH, user_id)
+        return None if raw is None else UserSettings.from_redis(user_id, raw)
 
     async def wait_persisted(self, version: int, timeout: float) -> bool:
         """True once the logger reports keys.json holds `version` (or later) within `timeout`."""

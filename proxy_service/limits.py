@@ -1,8 +1,10 @@
-"""Per-key request and token limits, enforced across all replicas through Redis.
+"""Per-key request and token limits and money budgets, enforced across all replicas through
+Redis.
 
-One Lua script per request checks every limit of the key atomically (and takes the request from
-the requests-per-minute allowance); a second script charges the real token usage when the
-response has ended. Keys without limits never touch Redis here.
+One Lua script per request checks every limit of the key and every budget of the key and its
+user atomically (and takes the request from the requests-per-minute allowance); a second script
+charges the real token usage and cost when the response has ended. A key without limits or
+budgets, whose user has no budget, never touches Redis here.
 
 - rpm_limit: GCRA (a token bucket of rpm_limit requests refilled evenly over a minute), exact
   across replicas.
@@ -10,8 +12,14 @@ response has ended. Keys without limits never touch Redis here.
   while the bucket is below the limit, then charged with its real usage.
 - daily/monthly_token_quota: UTC day and month counters; a request is admitted while the counter
   is below the quota.
-Token limits are charged after the fact, so concurrent requests admitted while the bucket was
-below the limit can overshoot it by at most the tokens of those in-flight requests.
+- budget_usd_daily/monthly, of the key and of its user (all of the user's keys together):
+  UTC day and month counters of nano-USD; a request is admitted while the spend is below the
+  budget, then charged with its cost under this proxy's price table. Counters exist only while
+  a budget is set: spend before that is not counted against it.
+Limits are charged after the fact: a request is admitted on what has been charged so far, so
+requests admitted concurrently, before the counter reached its bound, all go through. Each
+limit can be overshot by at most what the requests in flight when it was reached use: their
+tokens, or their cost (with one request at a time: by at most that one request).
 """
 
 from __future__ import annotations
@@ -20,26 +28,46 @@ import asyncio
 import logging
 import math
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from proxy_service.errors import ProxyError
 from shared import redis_names
+from shared.budgets import Period, to_nano
 from shared.keys import KeyRecord
+from shared.users import UserSettings
 
 log = logging.getLogger(__name__)
+
+Scope = Literal["key", "user"]
+
+COUNTED = (
+    "daily_token_quota",
+    "monthly_token_quota",
+    "budget_usd_daily",
+    "budget_usd_monthly",
+    "user_budget_usd_daily",
+    "user_budget_usd_monthly",
+)
+"""The period counters, day and month in turn: KEYS[3..8] of ADMIT, each named as it refuses
+(and as b23_limit_refusals_total labels it)."""
 
 ADMIT = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
-local daily, monthly = tonumber(ARGV[3]), tonumber(ARGV[4])
-if daily > 0 and tonumber(redis.call('GET', KEYS[3]) or '0') >= daily then
-  return {0, tonumber(ARGV[5]), 'daily_token_quota'}
+local wait, which = 0, ''
+local function refuse(ms, name)
+  if ms > wait then wait, which = ms, name end
 end
-if monthly > 0 and tonumber(redis.call('GET', KEYS[4]) or '0') >= monthly then
-  return {0, tonumber(ARGV[6]), 'monthly_token_quota'}
+local names = {COUNTED}
+for i, name in ipairs(names) do
+  local bound = tonumber(ARGV[4 + i])
+  if bound > 0 and tonumber(redis.call('GET', KEYS[2 + i]) or '0') >= bound then
+    refuse(tonumber(ARGV[i % 2 == 1 and 3 or 4]), name)
+  end
 end
 if tpm > 0 then
   local state = redis.call('HMGET', KEYS[2], 'level', 'ts')
@@ -47,8 +75,11 @@ if tpm > 0 then
   local elapsed = now - tonumber(state[2] or now)
   level = math.max(0, level - elapsed * tpm / 60000)
   if level >= tpm then
-    return {0, math.ceil((level - tpm + 1) * 60000 / tpm), 'tpm_limit'}
+    refuse(math.ceil((level - tpm + 1) * 60000 / tpm), 'tpm_limit')
   end
+end
+if which ~= '' then
+  return {0, wait, which}
 end
 if rpm > 0 then
   local interval = 60000 / rpm
@@ -60,13 +91,16 @@ if rpm > 0 then
   redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil(tat + interval - now) + 1000)
 end
 return {1, 0, ''}
-"""
+""".replace("{COUNTED}", "{" + ", ".join(f"'{name}'" for name in COUNTED) + "}")
+"""Every refusing limit is found and the longest wait answered: the request can pass only once
+all of them have cleared. The requests-per-minute allowance is taken last, only from a request
+every other limit admits."""
 
 CHARGE = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local tokens, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
-if tpm > 0 then
+local tokens, tpm, nano = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if tpm > 0 and tokens > 0 then
   local state = redis.call('HMGET', KEYS[1], 'level', 'ts')
   local level = tonumber(state[1] or '0')
   local elapsed = now - tonumber(state[2] or now)
@@ -74,16 +108,17 @@ if tpm > 0 then
   redis.call('HSET', KEYS[1], 'level', tostring(level), 'ts', tostring(now))
   redis.call('PEXPIRE', KEYS[1], math.ceil(level * 60000 / tpm) + 60000)
 end
-if tonumber(ARGV[3]) > 0 then
-  redis.call('INCRBY', KEYS[2], tokens)
-  redis.call('EXPIRE', KEYS[2], 2 * 86400)
-end
-if tonumber(ARGV[4]) > 0 then
-  redis.call('INCRBY', KEYS[3], tokens)
-  redis.call('EXPIRE', KEYS[3], 32 * 86400)
+for i = 1, 6 do
+  local amount = i <= 2 and tokens or nano
+  if tonumber(ARGV[3 + i]) > 0 and amount > 0 then
+    redis.call('INCRBY', KEYS[1 + i], ARGV[i <= 2 and 1 or 3])
+    redis.call('EXPIRE', KEYS[1 + i], i % 2 == 1 and 2 * 86400 or 32 * 86400)
+  end
 end
 return 1
 """
+"""Tokens go to the tokens-per-minute bucket and the token quota counters, the cost in nano-USD
+to the budget counters; only to the counters whose limit is set (ARGV[4..9] > 0)."""
 
 
 class RateLimited(ProxyError):
@@ -103,25 +138,59 @@ class LimitsUnavailable(ProxyError):
     code = "limits_unavailable"
 
 
-def limit_keys(key_id: str, now: datetime) -> list[str]:
+def limit_keys(key_id: str, user_id: str, now: datetime) -> list[str]:
+    """ADMIT's KEYS: the key's rpm and tpm state, then COUNTED's counters for `now`'s periods."""
     base = f"{redis_names.LIMITS_PREFIX}{key_id}:"
     return [
         base + "rpm",
         base + "tpm",
         base + now.strftime("d:%Y%m%d"),
         base + now.strftime("m:%Y%m"),
+        spend_key("daily", "key", key_id, now),
+        spend_key("monthly", "key", key_id, now),
+        spend_key("daily", "user", user_id, now),
+        spend_key("monthly", "user", user_id, now),
     ]
+
+
+def spend_key(period: Period, scope: Scope, ident: str, now: datetime) -> str:
+    """The nano-USD counter of a key's or user's spend in `now`'s day or month (UTC)."""
+    stamp = now.strftime("d:%Y%m%d" if period == "daily" else "m:%Y%m")
+    return f"{redis_names.SPEND_PREFIX}{stamp}:{scope}:{ident}"
+
+
+def counted_bounds(key: KeyRecord, user: UserSettings | None) -> list[int]:
+    """The bound of each of COUNTED (0: not set): tokens, then nano-USD."""
+    return [
+        key.daily_token_quota or 0,
+        key.monthly_token_quota or 0,
+        to_nano(key.budget_usd_daily),
+        to_nano(key.budget_usd_monthly),
+        to_nano(user.budget_usd_daily if user else None),
+        to_nano(user.budget_usd_monthly if user else None),
+    ]
+
+
+def has_budget(key: KeyRecord, user: UserSettings | None) -> bool:
+    """Whether a request of `key` counts against any money budget (its own or its user's)."""
+    return key.has_budget or (user is not None and user.has_budget)
 
 
 def seconds_to_period_ends(now: datetime) -> tuple[int, int]:
     """Seconds until the next UTC midnight and the next first of the month."""
+    tomorrow, next_month = period_ends(now)
+    return math.ceil((tomorrow - now).total_seconds()), math.ceil(
+        (next_month - now).total_seconds()
+    )
+
+
+def period_ends(now: datetime) -> tuple[datetime, datetime]:
+    """The next UTC midnight and the next first of the month, when counters start again."""
     tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     next_month = (now.replace(day=28) + timedelta(days=4)).replace(
         day=1, hour=0, minute=0, second=0, microsecond=0
     )
-    return math.ceil((tomorrow - now).total_seconds()), math.ceil(
-        (next_month - now).total_seconds()
-    )
+    return tomorrow, next_month
 
 
 class Limiter:
@@ -131,17 +200,18 @@ class Limiter:
         self._fail_open = fail_open
         self._charges: set[asyncio.Task[None]] = set()
 
-    async def admit(self, key: KeyRecord) -> None:
-        """Raise RateLimited (with retry-after) when any limit of the key is reached."""
-        if not key.has_limits:
+    async def admit(self, key: KeyRecord, user: UserSettings | None) -> None:
+        """Raise RateLimited (with retry-after) when any limit or budget of the key, or a
+        budget of its user, is reached."""
+        if not (key.has_limits or has_budget(key, user)):
             return
         now = datetime.now(UTC)
         to_day_end, to_month_end = seconds_to_period_ends(now)
-        args = [key.rpm_limit, key.tpm_limit, key.daily_token_quota, key.monthly_token_quota]
+        args = [key.rpm_limit or 0, key.tpm_limit or 0, to_day_end * 1000, to_month_end * 1000]
         try:
             allowed, retry_after, which = await self._admit(
-                keys=limit_keys(key.key_id, now),
-                args=[value or 0 for value in args] + [to_day_end * 1000, to_month_end * 1000],
+                keys=limit_keys(key.key_id, key.user_id, now),
+                args=args + counted_bounds(key, user),
             )
         except (RedisError, OSError) as error:
             if self._fail_open:
@@ -152,28 +222,32 @@ class Limiter:
             seconds = max(1, math.ceil(int(retry_after) / 1000))
             name = which.decode() if isinstance(which, bytes) else which
             raise RateLimited(
-                f"{name} reached for this API key; retry after {seconds}s",
+                f"{refusal_subject(name)}; retry after {seconds}s",
                 limit=name,
                 headers={"retry-after": str(seconds)},
             )
 
-    def charge(self, key: KeyRecord, tokens: int) -> None:
-        """Charge real usage in the background; the client never waits on it."""
-        if tokens <= 0 or not (key.tpm_limit or key.daily_token_quota or key.monthly_token_quota):
+    def charge(self, key: KeyRecord, user: UserSettings | None, tokens: int, nano_usd: int) -> None:
+        """Charge real usage and cost in the background; the client never waits on it."""
+        bounds = counted_bounds(key, user)
+        charges_tokens = tokens > 0 and (key.tpm_limit or any(bounds[:2]))
+        if not (charges_tokens or (nano_usd > 0 and any(bounds[2:]))):
             return
-        task = asyncio.get_running_loop().create_task(self._charge_now(key, tokens))
+        args = [tokens, key.tpm_limit or 0, nano_usd, *bounds]
+        task = asyncio.get_running_loop().create_task(self._charge_now(key, args))
         self._charges.add(task)
         task.add_done_callback(self._charges.discard)
 
-    async def _charge_now(self, key: KeyRecord, tokens: int) -> None:
-        keys = limit_keys(key.key_id, datetime.now(UTC))
-        args = [
-            tokens,
-            key.tpm_limit or 0,
-            key.daily_token_quota or 0,
-            key.monthly_token_quota or 0,
-        ]
+    async def _charge_now(self, key: KeyRecord, args: list[int]) -> None:
+        keys = limit_keys(key.key_id, key.user_id, datetime.now(UTC))
         try:
             await self._charge(keys=keys[1:], args=args)
         except (RedisError, OSError) as error:
-            log.warning("could not charge %d tokens to %s: %s", tokens, key.key_id, error)
+            log.warning("could not charge %s: %s", key.key_id, error)
+
+
+def refusal_subject(limit: str) -> str:
+    """What a refusal's message says was reached, naming the budget and whose it is."""
+    if limit.startswith("user_"):
+        return f"{limit.removeprefix('user_')} of this API key's user reached"
+    return f"{limit} reached for this API key"

@@ -12,12 +12,15 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from proxy_service.ids import random_hex
+from proxy_service.limits import has_budget
+from proxy_service.spend import charged_nano
 from proxy_service.state import ProxyState
 from proxy_service.streaming import RelayResponse
 from shared.events import Protocol
 from shared.keys import KeyRecord
 from shared.supervision import describe_failure
 from shared.usage_split import split_usage
+from shared.users import UserSettings
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +97,11 @@ class UsageMeter:
         "_key",
         "_limiter",
         "_metrics",
+        "_prices",
         "_publisher",
         "_upstream_wait",
+        "_user",
+        "asked_model",
         "base",
         "started_at_ms",
     )
@@ -105,6 +111,7 @@ class UsageMeter:
         state: ProxyState,
         protocol: Protocol,
         key: KeyRecord,
+        user: UserSettings | None,
         headers: Mapping[str, str],
     ) -> None:
         self._clock = time.perf_counter()
@@ -112,7 +119,11 @@ class UsageMeter:
         self._metrics = state.metrics
         self._publisher = state.events
         self._limiter = state.limiter
+        self._prices = state.prices
         self._key = key
+        self._user = user
+        self.asked_model: str | None = None
+        """The model the request asked for (after MODEL_MAP), once its body was read."""
         self._finished = False
         self.started_at_ms = now_ms()
         self.base: dict[str, Any] = {
@@ -182,9 +193,9 @@ class UsageMeter:
         response_stream_cut: dict[str, int] | None = None,
         usage: dict[str, int] | None = None,
     ) -> None:
-        """Publish the event and charge token limits; later calls are ignored, so every path
-        may call it safely. `response_stream_cut`: how much of a long stream the record did
-        not keep (streaming.StreamCopy)."""
+        """Publish the event and charge token limits and money budgets; later calls are
+        ignored, so every path may call it safely. `response_stream_cut`: how much of a long
+        stream the record did not keep (streaming.StreamCopy)."""
         if self._finished:
             return
         self._finished = True
@@ -211,7 +222,14 @@ class UsageMeter:
         self._metrics.requests.add(self.base["protocol"], status_code)
         if usage is not None:
             self._metrics.count_tokens(self.base["protocol"], usage)
-            self._limiter.charge(self._key, usage["total_tokens"])
+            self._limiter.charge(self._key, self._user, usage["total_tokens"], self._cost(event))
+
+    def _cost(self, event: dict[str, Any]) -> int:
+        """Nano-USD to charge to money budgets: none without one (nothing is priced then)."""
+        if not has_budget(self._key, self._user):
+            return 0
+        models = (event["model"], self.asked_model)
+        return charged_nano(self._prices.table, models, event["tokens"])
 
 
 class MeteredReply(Response):

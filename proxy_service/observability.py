@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from proxy_service.budget_metrics import BudgetMetrics
 from proxy_service.publisher import EventPublisher, StreamState
 from shared.events import Protocol
 
@@ -197,8 +198,9 @@ class Metrics:
         self.tokens = Tokens()
         self.limit_refusals = Counts(
             "b23_limit_refusals",
-            "Requests refused by a key's limit (429), by limit: rpm_limit, tpm_limit, "
-            "daily_token_quota, monthly_token_quota",
+            "Requests refused by a key's or its user's limit (429), by limit: rpm_limit, "
+            "tpm_limit, daily_token_quota, monthly_token_quota, budget_usd_daily, "
+            "budget_usd_monthly, user_budget_usd_daily, user_budget_usd_monthly",
             ("limit",),
         )
         self.requests = Counts(
@@ -214,6 +216,7 @@ class Metrics:
             ("shape", "source"),
         )
         self.unknown_routes = UnknownRoutes()
+        self.budgets = BudgetMetrics(self.registry)
         for collector in (
             PublisherCollector(publisher),
             self.tokens,

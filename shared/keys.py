@@ -5,11 +5,15 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.budgets import BudgetUsd, budgets_of
+from shared.users import UserSettings
 
 KEY_ID_PREFIX = "key_"
 API_KEY_PREFIX = "bsk-"
@@ -123,6 +127,8 @@ class KeyRecord(BaseModel):
     tpm_limit: int | None = Field(None, ge=1, le=MAX_LIMIT)
     daily_token_quota: int | None = Field(None, ge=1, le=MAX_LIMIT)
     monthly_token_quota: int | None = Field(None, ge=1, le=MAX_LIMIT)
+    budget_usd_daily: BudgetUsd | None = None
+    budget_usd_monthly: BudgetUsd | None = None
 
     @field_validator("created_at", "expires_at")
     @classmethod
@@ -141,6 +147,10 @@ class KeyRecord(BaseModel):
     @property
     def has_limits(self) -> bool:
         return any(getattr(self, name) is not None for name in LIMIT_FIELDS)
+
+    @property
+    def has_budget(self) -> bool:
+        return any(budgets_of(self))
 
     def usable(self, now: float) -> bool:
         """Active and not expired at unix time `now`."""
@@ -184,20 +194,33 @@ class KeyFileEntry(BaseModel):
 
 
 class KeyFile(BaseModel):
-    """keys.json: `{"keys": [...]}` exactly as in the original README."""
+    """keys.json: `{"keys": [...]}` as in the original README, and `users` (their settings)
+    when any user has some; a file without `users` is one with none."""
 
     model_config = ConfigDict(hide_input_in_errors=True)
     """Errors never quote an entry (the outer model's setting is the one that counts)."""
 
     keys: list[KeyFileEntry] = Field(default_factory=list)
+    users: list[UserSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _each_user_once(self) -> KeyFile:
+        if len({user.user_id for user in self.users}) < len(self.users):
+            raise ValueError("users: a user_id is listed twice")
+        return self
 
     def to_records(self) -> list[KeyRecord]:
         return [entry.to_record() for entry in self.keys]
 
     @staticmethod
-    def render(records: list[KeyRecord]) -> bytes:
-        entries = [record.to_file_entry() for record in sorted(records, key=_by_owner)]
-        return orjson.dumps({"keys": entries}, option=orjson.OPT_INDENT_2) + b"\n"
+    def render(records: Sequence[KeyRecord], users: Sequence[UserSettings] = ()) -> bytes:
+        document: dict[str, Any] = {
+            "keys": [record.to_file_entry() for record in sorted(records, key=_by_owner)]
+        }
+        if users:
+            ordered = sorted(users, key=lambda user: user.user_id)
+            document["users"] = [user.to_file_entry() for user in ordered]
+        return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
 
 
 def _by_owner(record: KeyRecord) -> tuple[str, str]:

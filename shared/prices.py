@@ -250,6 +250,11 @@ def money_text(value: Decimal) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+def usd_text(nano: int) -> str:
+    """Integer nano-USD (an aggregate) as an exact decimal string of dollars."""
+    return money_text(Decimal(nano).scaleb(-9))
+
+
 def nano_usd(cost: Mapping[str, Any] | None) -> int | None:
     """A record's cost in integer nano-USD, as aggregates add it; None when not priced (or not
     a usable amount)."""

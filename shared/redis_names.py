@@ -20,6 +20,13 @@ KEYS_LOADED = "b23:keys:loaded"
 KEYS_CHANNEL = "b23:keys:changed"
 """Pub/sub channel: a key hash whose record changed, or '*' when the whole set was replaced."""
 
+USERS_HASH = "b23:users"
+"""Hash of user_id -> user settings JSON (shared/users.py); changed and persisted with KEYS_HASH
+(KEYS_VERSION, keys.json's `users`)."""
+
+USERS_CHANNEL = "b23:users:changed"
+"""Pub/sub channel: a user_id whose settings changed (a '*' on KEYS_CHANNEL reloads them all)."""
+
 LOGGER_HEARTBEAT = "b23:logger:heartbeat"
 """Key with a short TTL refreshed by a live logger (health check)."""
 
@@ -32,6 +39,10 @@ flushed) and whatever it had not yet handed to the logger may be gone."""
 
 LIMITS_PREFIX = "b23:limit:"
 """Per-key limit state: `{prefix}{key_id}:rpm`, `:tpm`, `:d:YYYYMMDD`, `:m:YYYYMM`."""
+
+SPEND_PREFIX = "b23:spend:"
+"""Money budget counters, nano-USD per UTC period: `{prefix}d:YYYYMMDD:key:{key_id}`,
+`{prefix}m:YYYYMM:user:{user_id}` (the id last, so any user_id names one counter)."""
 
 USAGE_PREFIX = "b23:usage:"
 """Prefix of every usage aggregate key (layout in shared/usage_layout.py); a rebuild deletes all

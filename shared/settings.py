@@ -212,7 +212,7 @@ class Settings(BaseSettings):
     unpriced_models: Literal["allow", "deny"] = Field(
         "allow",
         description="A model without a price, for a key or user with a money budget: allow "
-        "(served, counted as unpriced) or deny (a 429 before the upstream call).",
+        "(served, counted as unpriced) or deny (a 403 before the upstream call).",
     )
 
     def admin_tokens(self) -> tuple[str, ...]:

@@ -18,10 +18,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
-from shared.prices import money_text, nano_usd
+from shared.prices import nano_usd, usd_text
 from shared.usage_split import CATEGORIES, split_usage, token_count
 
 HOUR_MS = 3_600_000
@@ -112,11 +111,6 @@ def record_tokens(record: Mapping[str, Any]) -> dict[str, int] | None:
         return {name: token_count(tokens.get(name)) or 0 for name in CATEGORIES}
     usage = record.get("usage")
     return split_usage(usage) if isinstance(usage, Mapping) else None
-
-
-def usd_text(nano: int) -> str:
-    """Integer nano-USD as an exact decimal string of dollars."""
-    return money_text(Decimal(nano).scaleb(-9))
 
 
 @dataclass(slots=True)

@@ -89,10 +89,15 @@ def test_the_compose_block_matches_the_compose_file():
     lines = block_after("**Run it** with Docker Compose")
     assert lines == [
         "cp .env.example .env",
+        "cp config/prices.example.toml config/prices.toml",
         "docker compose up --build -d",
         "docker compose exec proxy python -m proxy_service.keys create --user alice",
     ]
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     assert services["proxy"]["environment"]["PORT"] == "8866"
+    for service in ("proxy", "logger"):  # the copied table is where both services read it
+        assert "./config:/app/config:ro" in services[service]["volumes"]
+        assert services[service]["environment"]["PRICES_FILE"] == "/app/config/prices.toml"
+    assert (ROOT / "config" / "prices.example.toml").is_file()
     assert "ADMIN_TOKEN=change-me" in (ROOT / ".env.example").read_text()
     assert shutil.which("bash")

@@ -22,7 +22,13 @@ from tests.processes import wait_until
 from tests.system import System, running_system
 
 KEY = "bsk-responses-pass-0001"
-RECORDED = {"prompt_tokens": 23, "completion_tokens": 9, "total_tokens": 32, "cached_tokens": 5}
+RECORDED = {
+    "prompt_tokens": 23,
+    "completion_tokens": 9,
+    "total_tokens": 32,
+    "cached_tokens": 5,
+    "reasoning_tokens": 2,
+}
 
 
 @pytest.fixture(scope="module")

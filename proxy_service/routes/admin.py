@@ -10,10 +10,13 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from proxy_service.allowances import owner_budget_views
 from proxy_service.deps import AdminState
 from proxy_service.errors import ProxyError
 from proxy_service.keywriter import KeyWriter
+from proxy_service.limits import Scope
 from proxy_service.state import ProxyState
+from shared.budgets import BudgetUsd
 from shared.keys import (
     MAX_LIMIT,
     KeyRecord,
@@ -37,7 +40,7 @@ MANAGED_FIELDS = frozenset(
 
 
 class KeySettings(BaseModel):
-    """What an operator may set on a key; absent limits mean unlimited."""
+    """What an operator may set on a key; absent limits and budgets mean unlimited."""
 
     active: bool = True
     expires_at: datetime | None = None
@@ -45,6 +48,8 @@ class KeySettings(BaseModel):
     tpm_limit: int | None = Field(None, ge=1, le=MAX_LIMIT)
     daily_token_quota: int | None = Field(None, ge=1, le=MAX_LIMIT)
     monthly_token_quota: int | None = Field(None, ge=1, le=MAX_LIMIT)
+    budget_usd_daily: BudgetUsd | None = None
+    budget_usd_monthly: BudgetUsd | None = None
     metadata: dict[str, Any] | None = None
 
     @model_validator(mode="after")
@@ -160,17 +165,29 @@ async def create_key(body: CreateKey, state: AdminState) -> JSONResponse:
     return await answer(state, version, {"api_key": api_key, **public_view(record)}, 201)
 
 
+async def budgets_shown(state: ProxyState, scope: Scope, owners: list[tuple[str, Any]]) -> dict:
+    """id -> each budget's spent, remaining, percent and warning, for (id, record) pairs."""
+    warn = state.settings.budget_warn_percent
+    return await owner_budget_views(state.redis, scope, owners, warn, utc_now())
+
+
 @router.get("/keys")
 async def list_keys(state: AdminState) -> dict[str, list[dict[str, Any]]]:
     records = await state.key_writer.all_records()
     graces = {r.key_id: r for r in records if r.superseded}
-    views = [public_view(r, graces.get(r.key_id)) for r in records if not r.superseded]
+    current = [r for r in records if not r.superseded]
+    budgets = await budgets_shown(state, "key", [(r.key_id, r) for r in current])
+    views = [
+        {**public_view(r, graces.get(r.key_id)), "budgets": budgets[r.key_id]} for r in current
+    ]
     return {"keys": sorted(views, key=lambda view: (view["user_id"], view["key_id"]))}
 
 
 @router.get("/keys/{key_id}")
 async def get_key(key_id: str, state: AdminState) -> dict[str, Any]:
-    return public_view(*await current_records(state.key_writer, key_id))
+    current, grace = await current_records(state.key_writer, key_id)
+    budgets = await budgets_shown(state, "key", [(key_id, current)])
+    return {**public_view(current, grace), "budgets": budgets[key_id]}
 
 
 @router.patch("/keys/{key_id}")

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request, Response
 
 from proxy_service import openapi
 from proxy_service.bridge import Bridge, bridged
-from proxy_service.calls import MeteredCall, metered
+from proxy_service.calls import MeteredCall, mapped_model, metered
 from proxy_service.convert.anthropic import request as anthropic_request
 from proxy_service.convert.anthropic.errors import anthropic_error
 from proxy_service.convert.anthropic.request import ConvertedRequest, anthropic_to_openai_request
@@ -42,7 +42,7 @@ def convert(state: ProxyState, body: dict[str, Any]) -> ConvertedRequest:
 
 @router.post("/v1/messages", openapi_extra=openapi.MESSAGES)
 async def messages(request: Request) -> Response:
-    return await metered(request, "anthropic_messages", _messages)
+    return await metered(request, "anthropic_messages", _messages, mapped_model)
 
 
 async def _messages(call: MeteredCall) -> Response:
@@ -65,7 +65,7 @@ async def count_message_tokens(request: Request) -> Response:
     """Answered locally (no upstream call; see convert/anthropic/token_count.py), but metered
     like the model routes: the key's limits admit it, the body bounds apply, and it leaves one
     record (protocol anthropic_count_tokens, usage null: counting costs no tokens)."""
-    return await metered(request, "anthropic_count_tokens", _count_message_tokens)
+    return await metered(request, "anthropic_count_tokens", _count_message_tokens, None)
 
 
 async def _count_message_tokens(call: MeteredCall) -> Response:

@@ -25,7 +25,10 @@ async def healthz() -> dict[str, bool | str]:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(state: State) -> Response:
-    """Prometheus text format: overhead histogram and usage-event counters."""
+    """Prometheus text format: overhead histogram, usage-event counters, budget gauges (their
+    spend read from Redis first)."""
+    settings = state.settings
+    await state.metrics.budgets.refresh(state.redis, state.keys, settings.budget_warn_percent)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

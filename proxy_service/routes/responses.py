@@ -22,7 +22,7 @@ from fastapi import APIRouter, Request, Response
 
 from proxy_service.auth import authenticate
 from proxy_service.bridge import Bridge, bridged
-from proxy_service.calls import MeteredCall, metered
+from proxy_service.calls import MeteredCall, mapped_model, metered
 from proxy_service.convert import responses
 from proxy_service.convert.responses import passthrough
 from proxy_service.deps import proxy_state
@@ -54,8 +54,9 @@ FORWARDED = Passthrough(
 @router.post("/v1/responses")
 @router.post("/responses", include_in_schema=False)
 async def create_response(request: Request) -> Response:
-    forward = proxy_state(request).settings.responses_mode == "passthrough"
-    return await metered(request, "openai_responses", _forward if forward else _create)
+    if proxy_state(request).settings.responses_mode == "passthrough":
+        return await metered(request, "openai_responses", _forward)
+    return await metered(request, "openai_responses", _create, mapped_model)
 
 
 @router.post("/v1/responses/compact", include_in_schema=False)
