@@ -30,8 +30,9 @@ def loopback_upstream_hint(upstream_base_url: str, containerised: bool) -> str |
         return None
     return (
         f"UPSTREAM_BASE_URL points at {host}, which inside this container is the container "
-        "itself: an upstream on the host needs the host's address (for example "
-        "host.docker.internal, with extra_hosts: host.docker.internal:host-gateway)"
+        "itself: an upstream on the host needs the host's address (host.docker.internal "
+        "with Docker, which the compose file maps; host.containers.internal with Podman), "
+        "and must listen on an address containers reach"
     )
 
 

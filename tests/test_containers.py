@@ -264,6 +264,13 @@ def test_the_logger_alone_mounts_the_data_volume():
 
 
 @pytest.mark.parametrize("name", ["proxy", "logger"])
+def test_the_services_reach_the_host_and_read_the_price_table_read_only(name):
+    assert "host.docker.internal:host-gateway" in service(name)["extra_hosts"]
+    assert "./config:/app/config:ro" in service(name)["volumes"]
+    assert environment(service(name))["PRICES_FILE"] == "/app/config/prices.toml"
+
+
+@pytest.mark.parametrize("name", ["proxy", "logger"])
 def test_services_read_dotenv_and_reach_redis_by_service_name(name):
     svc = service(name)
     assert ".env" in env_files(svc)
