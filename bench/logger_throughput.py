@@ -7,6 +7,9 @@ events.jsonl, truncation included (performance target: >= 20,000 events/s).
     # sustained: the logger runs while a producer publishes at a fixed rate
     .venv/bin/python -m bench.logger_throughput --rate 20000 --duration 10
 
+    # the same, every line priced by a price table (PRICES_FILE) that names MODEL
+    .venv/bin/python -m bench.logger_throughput --real-size 80000 --events 20000 --prices p.toml
+
     # real sizes: Claude Code-shaped streamed Anthropic requests of ~80 KB, or a 370 KB session
     .venv/bin/python -m bench.logger_throughput --real-size 80000 --events 20000
     .venv/bin/python -m bench.logger_throughput --real-size 370000 --events 5000
@@ -413,7 +416,9 @@ class Result:
 class Bench:
     """A private Redis and logger; the events it published and the lines it has seen."""
 
-    def __init__(self, root: Path, cpu: str | None, redis_cpu: str | None) -> None:
+    def __init__(
+        self, root: Path, cpu: str | None, redis_cpu: str | None, prices: Path | None = None
+    ) -> None:
         self.redis_server = RedisServer(root)
         self.redis_server.process.argv = pinned(self.redis_server.process.argv, redis_cpu)
         data_dir = root / "data"
@@ -423,6 +428,7 @@ class Bench:
             data_dir,
             EVENTS_ROTATE_BYTES=str(1 << 40),
             PYTHONDONTWRITEBYTECODE="1",
+            **({"PRICES_FILE": str(prices.resolve())} if prices else {}),
         )
         self.logger = logger_process("logger", env, root)
         self.logger.argv = pinned(self.logger.argv, cpu)
@@ -538,7 +544,7 @@ async def sustained(
 
 async def run(args: argparse.Namespace, root: Path) -> Result:
     cpu = None if args.no_pin else args.cpu
-    bench = Bench(root, cpu, None if args.no_pin else (args.redis_cpu or args.cpu))
+    bench = Bench(root, cpu, None if args.no_pin else (args.redis_cpu or args.cpu), args.prices)
     make = (
         RealSizeMaker(args.real_size, args.whole_prompts)
         if args.real_size
@@ -585,6 +591,11 @@ def main() -> None:
         help="--real-size: events carry the whole prompt (the logger cuts it), not the proxy's cut",
     )
     parser.add_argument("--long-every", type=int, default=10, help="1 round in N is long; 0: none")
+    parser.add_argument(
+        "--prices",
+        type=Path,
+        help="PRICES_FILE for the logger: every line priced (model " + MODEL + ")",
+    )
     parser.add_argument("--cpu", default="1", help="CPU list for the logger (taskset -c)")
     parser.add_argument("--redis-cpu", default="", help="CPU list for Redis (default: --cpu)")
     parser.add_argument("--no-pin", action="store_true", help="pin nothing")
