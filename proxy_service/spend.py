@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from proxy_service.errors import NotRetryable
 from proxy_service.limits import has_budget
 from proxy_service.state import ProxyState
+from shared.budgets import MAX_CHARGED_NANO
 from shared.keys import KeyRecord
 from shared.prices import PriceTable, cost_of, nano_usd
 from shared.users import UserSettings
@@ -52,9 +53,9 @@ def charged_nano(
     table: PriceTable | None, models: Iterable[str | None], tokens: Mapping[str, int]
 ) -> int:
     """Nano-USD of the first of `models` the table prices (0 when it is free, or none is
-    priced: nothing is known to charge)."""
+    priced: nothing is known to charge), at most MAX_CHARGED_NANO."""
     for model in models:
         nano = nano_usd(cost_of(table, model, tokens))
         if nano is not None:
-            return nano
+            return min(nano, MAX_CHARGED_NANO)
     return 0

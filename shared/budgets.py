@@ -18,6 +18,10 @@ from shared.prices import NANO, money_text
 MAX_BUDGET_USD = Decimal(1_000_000)
 """Per period: far above any one key's spend, and 10**15 nano-USD stays exact in Redis' Lua
 (doubles, exact to 2**53)."""
+MAX_CHARGED_NANO = 2**53
+"""Most nano-USD one request is charged: far above any budget (10**15 at most), so a larger cost
+(an upstream reporting absurd counts) still refuses the next request, and the counters' INCRBY,
+exact in Lua to 2**53 and failing past 2**63, can never overflow."""
 BUDGET_FIELDS = ("budget_usd_daily", "budget_usd_monthly")
 Period = Literal["daily", "monthly"]
 PERIOD_OF: dict[str, Period] = {"budget_usd_daily": "daily", "budget_usd_monthly": "monthly"}

@@ -23,7 +23,11 @@ from proxy_service.limits import (
     seconds_to_period_ends,
     spend_key,
 )
+from proxy_service.spend import charged_nano
+from shared.budgets import MAX_CHARGED_NANO
 from shared.keys import KeyRecord, hash_api_key
+from shared.prices import parse_table
+from shared.usage_split import split_usage
 from shared.users import UserSettings
 
 CENT = 10_000_000
@@ -159,3 +163,15 @@ async def test_views_read_spend_and_token_limits_back(limiter, redis):
     assert (await budget_views(redis, [budget], 76, datetime.now(UTC)))["key", "view"][
         "budget_usd_daily"
     ]["warning"] is False
+
+
+def test_a_request_is_charged_its_cost_under_the_first_priced_name_and_never_past_the_cap():
+    table = parse_table(
+        b'[models.m]\ninput = "3"\noutput = "15"\n[models."local/*"]\nfree = true\n'
+    )
+    tokens = split_usage({"prompt_tokens": 11, "completion_tokens": 7})
+    assert charged_nano(table, ["m-2025-01-01", "m"], tokens) == 138_000  # the asked-for name
+    assert charged_nano(table, ["local/llama"], tokens) == 0
+    assert charged_nano(table, ["unknown"], tokens) == 0 and charged_nano(None, ["m"], tokens) == 0
+    absurd = split_usage({"prompt_tokens": 2**53, "completion_tokens": 2**53})
+    assert charged_nano(table, ["m"], absurd) == MAX_CHARGED_NANO < 2**63
