@@ -13,13 +13,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from proxy_service.allowances import Budget, budgets_of_record, spent
 from proxy_service.keystore import KeyStore
+from proxy_service.metric_counts import ClientLabels, Counts
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +31,21 @@ MAX_MODEL_CHARS = 200
 
 class BudgetMetrics(Collector):
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.unpriced: dict[tuple[str, str], int] = {}
-        self._models: set[str] = set()
+        self.unpriced = Counts(
+            "b23_budget_unpriced_requests",
+            "Requests of a key or user with a money budget for a model without a price, by "
+            "model (the first 100 names, then other) and action: allowed (served, charged "
+            "nothing) or refused (UNPRICED_MODELS=deny)",
+            ("model", "action"),
+        )
+        self._models = ClientLabels(MAX_UNPRICED_MODELS, MAX_MODEL_CHARS)
         self._spent: list[tuple[Budget, int]] | None = None
         self._warn_percent = 100
         registry.register(self)
 
     def count_unpriced(self, model: str | None, action: str) -> None:
-        name = (model or "")[:MAX_MODEL_CHARS]
-        if name not in self._models:
-            if len(self._models) >= MAX_UNPRICED_MODELS:
-                name = "other"
-            else:
-                self._models.add(name)
-        self.unpriced[name, action] = self.unpriced.get((name, action), 0) + 1
+        name, _ = self._models.label(model or "")
+        self.unpriced.add(name, action)
 
     async def refresh(self, redis: Redis, keys: KeyStore, warn_percent: int) -> None:
         """Read the spend of every budget of the replica's key set and user settings."""
@@ -82,13 +84,4 @@ class BudgetMetrics(Collector):
                 "Money budgets at or past BUDGET_WARN_PERCENT of their amount this period",
                 value=warning,
             )
-        unpriced = CounterMetricFamily(
-            "b23_budget_unpriced_requests",
-            "Requests of a key or user with a money budget for a model without a price, by "
-            "model (the first 100 names, then other) and action: allowed (served, charged "
-            "nothing) or refused (UNPRICED_MODELS=deny)",
-            labels=("model", "action"),
-        )
-        for (model, action), count in list(self.unpriced.items()):
-            unpriced.add_metric([model, action], count)
-        yield unpriced
+        yield from self.unpriced.collect()

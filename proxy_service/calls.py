@@ -29,7 +29,7 @@ from proxy_service.convert.openai.usage import estimated_usage
 from proxy_service.deps import proxy_state
 from proxy_service.encodings import decoded_body
 from proxy_service.errors import ClientGone, InternalError, InvalidRequest, ProxyError
-from proxy_service.limits import RateLimited
+from proxy_service.limits import RateLimited, has_budget
 from proxy_service.metering import UsageMeter
 from proxy_service.spend import check_priced
 from proxy_service.state import ProxyState
@@ -118,9 +118,9 @@ async def metered(
                 call.body = parse_request(call.raw, state.settings)
             raise
         call.body = parse_request(call.raw, state.settings)
-        if model_of is not None:
+        if model_of is not None and has_budget(key, user):  # else nothing is priced here
             meter.asked_model = model_of(state, call.body)
-            check_priced(state, key, user, meter.asked_model)
+            check_priced(state, meter.asked_model)
         return await handler(call)
     except ProxyError as error:
         call.fail(error.status, error.message)

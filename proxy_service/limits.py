@@ -229,6 +229,8 @@ class Limiter:
 
     def charge(self, key: KeyRecord, user: UserSettings | None, tokens: int, nano_usd: int) -> None:
         """Charge real usage and cost in the background; the client never waits on it."""
+        if not (key.has_limits or has_budget(key, user)):
+            return
         bounds = counted_bounds(key, user)
         charges_tokens = tokens > 0 and (key.tpm_limit or any(bounds[:2]))
         if not (charges_tokens or (nano_usd > 0 and any(bounds[2:]))):

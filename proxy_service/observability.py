@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from proxy_service.budget_metrics import BudgetMetrics
+from proxy_service.metric_counts import OTHER, ClientLabels, Counts
 from proxy_service.publisher import EventPublisher, StreamState
 from shared.events import Protocol
 
@@ -97,26 +98,6 @@ class PublisherCollector(Collector):
         yield state
 
 
-class Counts(Collector):
-    """A labelled counter kept in a plain dict and exported at scrape time: a request pays one
-    dict update, not prometheus_client's lock and label lookup. Callers bound the label values."""
-
-    def __init__(self, name: str, documentation: str, labels: tuple[str, ...]) -> None:
-        self._name = name
-        self._documentation = documentation
-        self._labels = labels
-        self.counts: dict[tuple[object, ...], int] = {}
-
-    def add(self, *values: object) -> None:
-        self.counts[values] = self.counts.get(values, 0) + 1
-
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(self._name, self._documentation, labels=self._labels)
-        for values, count in list(self.counts.items()):
-            family.add_metric([str(value) for value in values], count)
-        yield family
-
-
 class UnknownRoutes(Counts):
     """Requests no route served (404, 405), by method and path, so an operator sees what clients
     call that the gateway lacks. Paths are client-chosen: the first MAX_UNKNOWN_PATHS get their
@@ -128,17 +109,13 @@ class UnknownRoutes(Counts):
             "Requests to a route or method the proxy does not serve",
             ("method", "path"),
         )
-        self._paths: set[str] = set()
+        self._paths = ClientLabels(MAX_UNKNOWN_PATHS, MAX_PATH_CHARS)
 
     def seen(self, method: str, path: str) -> None:
-        method = method if method in HTTP_METHODS else "other"
-        path = path[:MAX_PATH_CHARS]
-        if path not in self._paths:
-            if len(self._paths) >= MAX_UNKNOWN_PATHS:
-                path = "other"
-            else:
-                self._paths.add(path)
-                log.warning("clients call %s %r, which this proxy does not serve", method, path)
+        method = method if method in HTTP_METHODS else OTHER
+        path, first = self._paths.label(path)
+        if first:
+            log.warning("clients call %s %r, which this proxy does not serve", method, path)
         self.add(method, path)
 
 

@@ -14,12 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from proxy_service.errors import NotRetryable
-from proxy_service.limits import has_budget
 from proxy_service.state import ProxyState
 from shared.budgets import MAX_CHARGED_NANO
-from shared.keys import KeyRecord
 from shared.prices import PriceTable, cost_of, nano_usd
-from shared.users import UserSettings
 
 
 class UnpricedModel(NotRetryable):
@@ -30,13 +27,9 @@ class UnpricedModel(NotRetryable):
     code = "model_unpriced"
 
 
-def check_priced(
-    state: ProxyState, key: KeyRecord, user: UserSettings | None, model: str | None
-) -> None:
-    """Before the upstream call: an unpriced model under a money budget is counted, and with
-    UNPRICED_MODELS=deny refused."""
-    if not has_budget(key, user):
-        return
+def check_priced(state: ProxyState, model: str | None) -> None:
+    """Before the upstream call of a request under a money budget: an unpriced model is
+    counted, and with UNPRICED_MODELS=deny refused."""
     if cost_of(state.prices.table, model, None)["status"] != "unpriced":
         return
     allowed = state.settings.unpriced_models == "allow"

@@ -65,6 +65,14 @@ RESPONSES_USAGE = {
     "output_tokens_details": {"reasoning_tokens": 2},
     "total_tokens": 32,
 }
+RESPONSES_RECORDED_USAGE = {
+    "prompt_tokens": 23,
+    "completion_tokens": 9,
+    "total_tokens": 32,
+    "cached_tokens": 5,
+    "reasoning_tokens": 2,
+}
+"""RESPONSES_USAGE as a record keeps it (OpenAI's names), written out, not computed."""
 EMBEDDING_DIMENSIONS = 8
 EMBEDDING_VECTOR = [round(0.125 * (i + 1), 3) for i in range(EMBEDDING_DIMENSIONS)]
 MODELS = [

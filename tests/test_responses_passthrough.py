@@ -13,6 +13,7 @@ import pytest
 
 from tests.fake_upstream import (
     RESPONSE_TEXT,
+    RESPONSES_RECORDED_USAGE,
     RESPONSES_USAGE,
     named_sse,
     response_object,
@@ -22,13 +23,6 @@ from tests.processes import wait_until
 from tests.system import System, running_system
 
 KEY = "bsk-responses-pass-0001"
-RECORDED = {
-    "prompt_tokens": 23,
-    "completion_tokens": 9,
-    "total_tokens": 32,
-    "cached_tokens": 5,
-    "reasoning_tokens": 2,
-}
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +73,7 @@ def test_a_buffered_answer_and_its_body_pass_unchanged(system, base, fake_upstre
     assert received["headers"]["authorization"] == f"Bearer {KEY}"
     record = record_of(system, raw.headers["x-request-id"])
     assert record["protocol"] == "openai_responses" and record["status_code"] == 200
-    assert record["usage"] == RECORDED and record["upstream_id"] == "resp_fake_1"
+    assert record["usage"] == RESPONSES_RECORDED_USAGE and record["upstream_id"] == "resp_fake_1"
     assert record["model"] == "up-model"
 
 
@@ -90,7 +84,7 @@ def test_a_stream_is_relayed_byte_for_byte_and_metered(system, base, fake_upstre
     assert relayed == wire(responses_events("up-model"))
     assert fake_upstream.received()[-1]["body"] == body
     record = record_of(system, request_id)
-    assert record["status_code"] == 200 and record["usage"] == RECORDED
+    assert record["status_code"] == 200 and record["usage"] == RESPONSES_RECORDED_USAGE
     assert record["upstream_id"] == "resp_fake_1"
     assert record["response"]["assembled"]["output"][0]["content"][0]["text"] == RESPONSE_TEXT
 
@@ -143,7 +137,7 @@ def test_compaction_is_forwarded_and_metered(system, base, fake_upstream):
     assert reply.status_code == 200 and reply.json()["path"] == "/v1/responses/compact"
     assert fake_upstream.received()[-1]["body"]["input"][0]["content"] == "long"
     record = record_of(system, reply.headers["x-request-id"])
-    assert record["protocol"] == "openai_responses" and record["usage"] == RECORDED
+    assert record["protocol"] == "openai_responses" and record["usage"] == RESPONSES_RECORDED_USAGE
 
 
 @pytest.mark.parametrize(

@@ -14,15 +14,12 @@ from proxy_service.convert.responses.passthrough import (
     estimate,
     usage_of,
 )
-from tests.fake_upstream import named_sse, response_object, responses_events
-
-RECORDED = {
-    "prompt_tokens": 23,
-    "completion_tokens": 9,
-    "total_tokens": 32,
-    "cached_tokens": 5,
-    "reasoning_tokens": 2,
-}
+from tests.fake_upstream import (
+    RESPONSES_RECORDED_USAGE,
+    named_sse,
+    response_object,
+    responses_events,
+)
 
 
 def wire(events: list[dict], crlf: bool = False) -> bytes:
@@ -47,13 +44,17 @@ def test_the_tap_changes_no_byte_and_reads_the_usage_wherever_chunks_split(data)
     cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=12))
     out, tap = tapped(stream, cuts)
     assert out == stream
-    assert tap.usage == RECORDED and tap.upstream_id == "resp_fake_1" and tap.model == "m"
+    assert (
+        tap.usage == RESPONSES_RECORDED_USAGE
+        and tap.upstream_id == "resp_fake_1"
+        and tap.model == "m"
+    )
     assert tap.error is None
 
 
 def test_crlf_streams_are_read_too_and_relayed_with_lf_line_ends():
     out, tap = tapped(wire(responses_events("m"), crlf=True), [7, 300])
-    assert tap.usage == RECORDED and out == wire(responses_events("m"))
+    assert tap.usage == RESPONSES_RECORDED_USAGE and out == wire(responses_events("m"))
 
 
 @pytest.mark.parametrize("terminal", ["response.incomplete", "response.failed"])
@@ -64,7 +65,7 @@ def test_usage_comes_from_any_terminal_event(terminal):
         final["error"] = {"code": "server_error", "message": "upstream broke"}
     events[-1] = {**events[-1], "type": terminal, "response": final}
     _, tap = tapped(wire(events), [])
-    assert tap.usage == RECORDED
+    assert tap.usage == RESPONSES_RECORDED_USAGE
     assert tap.error == ("upstream broke" if terminal == "response.failed" else None)
 
 
