@@ -1,110 +1,19 @@
-"""Key administration under x-admin-token: the original upsert plus a small lifecycle API."""
+"""Key administration under x-admin-token: the original upsert plus a small lifecycle API, as
+JSON over the operations of proxy_service/key_admin.py (which the dashboard uses too)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from proxy_service.allowances import owner_budget_views
+from proxy_service import key_admin
 from proxy_service.deps import AdminState
-from proxy_service.errors import ProxyError
-from proxy_service.keywriter import KeyWriter
-from proxy_service.limits import Scope
+from proxy_service.key_admin import CreateKey, KeyChange, PatchKey, RotateKey, UpsertKey
 from proxy_service.state import ProxyState
-from shared.budgets import BudgetUsd
-from shared.keys import (
-    MAX_LIMIT,
-    KeyRecord,
-    SendableKey,
-    hash_api_key,
-    json_time,
-    key_hint,
-    new_api_key,
-    new_key_id,
-    utc_now,
-)
 
 router = APIRouter(prefix="/admin", tags=["admin"])
-
-MAX_GRACE_SECONDS = 30 * 24 * 3600
-MAX_FREE_FIELD_BYTES = 8192
-MANAGED_FIELDS = frozenset(
-    {"api_key_sha256", "key_hash", "key_id", "key_hint", "created_at", "superseded"}
-)
-"""Set by the proxy alone: as extra fields they would clash with, or forge, the record's own."""
-
-
-class KeySettings(BaseModel):
-    """What an operator may set on a key; absent limits and budgets mean unlimited."""
-
-    active: bool = True
-    expires_at: datetime | None = None
-    rpm_limit: int | None = Field(None, ge=1, le=MAX_LIMIT)
-    tpm_limit: int | None = Field(None, ge=1, le=MAX_LIMIT)
-    daily_token_quota: int | None = Field(None, ge=1, le=MAX_LIMIT)
-    monthly_token_quota: int | None = Field(None, ge=1, le=MAX_LIMIT)
-    budget_usd_daily: BudgetUsd | None = None
-    budget_usd_monthly: BudgetUsd | None = None
-    metadata: dict[str, Any] | None = None
-
-    @model_validator(mode="after")
-    def _free_fields_storable(self) -> KeySettings:
-        """metadata and extra fields are kept on the key record: plain, small JSON only, and
-        none of the fields the proxy manages."""
-        managed = sorted(MANAGED_FIELDS & (self.model_extra or {}).keys())
-        if managed:
-            raise ValueError(f"{', '.join(managed)}: set by the proxy, not by a request")
-        try:
-            size = len(orjson.dumps([self.metadata, self.model_extra]))
-        except TypeError as error:
-            raise ValueError(f"metadata and extra fields must be plain JSON ({error})") from None
-        if size > MAX_FREE_FIELD_BYTES:
-            raise ValueError(
-                f"metadata and extra fields take {size} bytes, over {MAX_FREE_FIELD_BYTES}"
-            )
-        return self
-
-
-class UpsertKey(KeySettings):
-    """The original README's body; any extra field is kept on the key record."""
-
-    model_config = ConfigDict(extra="allow")
-
-    api_key: SendableKey = Field(min_length=8, max_length=512)
-    user_id: str = Field(min_length=1, max_length=256)
-
-
-class CreateKey(KeySettings):
-    model_config = ConfigDict(extra="allow")
-
-    user_id: str = Field(min_length=1, max_length=256)
-
-
-class PatchKey(KeySettings):
-    """Only the fields sent change; null clears a limit or the expiry."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    active: bool | None = None  # type: ignore[assignment]
-
-
-class RotateKey(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    grace_seconds: int = Field(0, ge=0, le=MAX_GRACE_SECONDS)
-
-
-def public_view(record: KeyRecord, grace: KeyRecord | None = None) -> dict[str, Any]:
-    """A key as admin answers show it: never the key or its hash."""
-    view = record.model_dump(mode="json", exclude={"key_hash", "superseded"})
-    if grace is not None and grace.expires_at is not None:
-        view["previous_key_valid_until"] = json_time(grace.expires_at)
-    return view
 
 
 async def answer(
@@ -123,113 +32,51 @@ async def answer(
     return JSONResponse(body, status_code=202)
 
 
-async def current_records(writer: KeyWriter, key_id: str) -> tuple[KeyRecord, KeyRecord | None]:
-    """(current record, old secret in its grace period or None); 404 for an unknown id."""
-    records = await writer.records_of(key_id)
-    current = next((r for r in records if not r.superseded), None)
-    if current is None:
-        raise ProxyError(f"no key with key_id {key_id}", status=404)
-    grace = next((r for r in records if r.superseded), None)
-    return current, grace
+def with_secret(change: KeyChange) -> dict[str, Any]:
+    """A create's or rotate's answer: the new secret beside the key's view."""
+    return {"api_key": change.api_key, **change.view}
 
 
 @router.post("/keys/upsert")
 async def upsert_key(body: UpsertKey, state: AdminState) -> JSONResponse:
     """Add or update a key given in clear, as in the original README."""
-    key_hash = hash_api_key(body.api_key)
-    existing = state.keys.lookup(key_hash)
-    fields = body.model_dump(exclude={"api_key"}, exclude_none=True)
-    record = KeyRecord(
-        key_hash=key_hash,
-        key_id=existing.key_id if existing else "",
-        key_hint=key_hint(body.api_key),
-        created_at=existing.created_at if existing and existing.created_at else utc_now(),
-        **fields,
-    )
-    version = await state.key_writer.change(put=[record])
-    return await answer(state, version, {"key": public_view(record)})
+    change = await key_admin.upsert_key(state, body)
+    return await answer(state, change.version, {"key": change.view})
 
 
 @router.post("/keys", status_code=201)
 async def create_key(body: CreateKey, state: AdminState) -> JSONResponse:
     """Generate a key; the full key is in this answer and nowhere else, ever."""
-    api_key = new_api_key()
-    record = KeyRecord(
-        key_hash=hash_api_key(api_key),
-        key_id=new_key_id(),
-        key_hint=key_hint(api_key),
-        created_at=utc_now(),
-        **body.model_dump(exclude_none=True),
-    )
-    version = await state.key_writer.change(put=[record])
-    return await answer(state, version, {"api_key": api_key, **public_view(record)}, 201)
-
-
-async def budgets_shown(state: ProxyState, scope: Scope, owners: list[tuple[str, Any]]) -> dict:
-    """id -> each budget's spent, remaining, percent and warning, for (id, record) pairs."""
-    warn = state.settings.budget_warn_percent
-    return await owner_budget_views(state.redis, scope, owners, warn, utc_now())
+    change = await key_admin.create_key(state, body)
+    return await answer(state, change.version, with_secret(change), 201)
 
 
 @router.get("/keys")
 async def list_keys(state: AdminState) -> dict[str, list[dict[str, Any]]]:
-    records = await state.key_writer.all_records()
-    graces = {r.key_id: r for r in records if r.superseded}
-    current = [r for r in records if not r.superseded]
-    budgets = await budgets_shown(state, "key", [(r.key_id, r) for r in current])
-    views = [
-        {**public_view(r, graces.get(r.key_id)), "budgets": budgets[r.key_id]} for r in current
-    ]
-    return {"keys": sorted(views, key=lambda view: (view["user_id"], view["key_id"]))}
+    return {"keys": await key_admin.key_views(state)}
 
 
 @router.get("/keys/{key_id}")
 async def get_key(key_id: str, state: AdminState) -> dict[str, Any]:
-    current, grace = await current_records(state.key_writer, key_id)
-    budgets = await budgets_shown(state, "key", [(key_id, current)])
-    return {**public_view(current, grace), "budgets": budgets[key_id]}
+    return await key_admin.key_view(state, key_id)
 
 
 @router.patch("/keys/{key_id}")
 async def patch_key(key_id: str, body: PatchKey, state: AdminState) -> JSONResponse:
     """Change the sent fields; `active` also applies to an old secret still in its grace."""
-    current, grace = await current_records(state.key_writer, key_id)
-    changes = {name: getattr(body, name) for name in body.model_fields_set}
-    if changes.get("active") is None:
-        changes.pop("active", None)
-    updated = [KeyRecord(**{**current.model_dump(), **changes})]
-    if grace is not None:
-        grace_changes = {k: v for k, v in changes.items() if k != "expires_at"}
-        updated.append(KeyRecord(**{**grace.model_dump(), **grace_changes}))
-    version = await state.key_writer.change(put=updated)
-    return await answer(state, version, {"key": public_view(updated[0], grace)})
+    change = await key_admin.patch_key(state, key_id, body)
+    return await answer(state, change.version, {"key": change.view})
 
 
 @router.delete("/keys/{key_id}")
 async def delete_key(key_id: str, state: AdminState) -> JSONResponse:
     """Remove the key and any old secret of it; refused everywhere within the sync bound."""
-    records = await state.key_writer.records_of(key_id)
-    if not records:
-        raise ProxyError(f"no key with key_id {key_id}", status=404)
-    version = await state.key_writer.change(remove=records)
-    return await answer(state, version, {"deleted": key_id})
+    change = await key_admin.delete_key(state, key_id)
+    return await answer(state, change.version, {"deleted": key_id})
 
 
 @router.post("/keys/{key_id}/rotate")
 async def rotate_key(key_id: str, body: RotateKey, state: AdminState) -> JSONResponse:
     """New secret, same key_id and settings; the old secret works for `grace_seconds` more."""
-    current, previous_grace = await current_records(state.key_writer, key_id)
-    api_key = new_api_key()
-    fresh = KeyRecord(
-        **{**current.model_dump(), "key_hash": hash_api_key(api_key), "key_hint": key_hint(api_key)}
-    )
-    remove = [previous_grace] if previous_grace is not None else []
-    put = [fresh]
-    if body.grace_seconds > 0:
-        until = utc_now() + timedelta(seconds=body.grace_seconds)
-        put.append(KeyRecord(**{**current.model_dump(), "superseded": True, "expires_at": until}))
-    else:
-        remove.append(current)
-    version = await state.key_writer.change(put=put, remove=remove)
-    grace = put[1] if len(put) > 1 else None
-    return await answer(state, version, {"api_key": api_key, **public_view(fresh, grace)})
+    change = await key_admin.rotate_key(state, key_id, body)
+    return await answer(state, change.version, with_secret(change))

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict
 
 from proxy_service.deps import AdminState
 from proxy_service.errors import InvalidRequest, ProxyError
-from proxy_service.routes.admin import answer, budgets_shown
+from proxy_service.key_admin import budgets_shown
+from proxy_service.routes.admin import answer
 from proxy_service.state import ProxyState
 from shared.budgets import BudgetUsd
 from shared.users import MAX_USER_ID_CHARS, UserSettings
