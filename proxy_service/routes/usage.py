@@ -52,7 +52,12 @@ async def usage(
         )
     except ValueError as error:
         raise InvalidRequest(str(error)) from None
-    return query.report(query.fold(await read_cells(state.redis, query), Tally.add_fields))
+    return await usage_report(state.redis, query)
+
+
+async def usage_report(redis: Redis, query: UsageQuery) -> dict[str, Any]:
+    """The answer of GET /admin/usage to `query` (the dashboard's Usage page shows the same)."""
+    return query.report(query.fold(await read_cells(redis, query), Tally.add_fields))
 
 
 async def read_cells(redis: Redis, query: UsageQuery) -> list[tuple[Cell, dict[bytes, bytes]]]:
