@@ -30,6 +30,15 @@ def block_records(block: bytes) -> Iterator[dict[str, Any]]:
     return map(_countable, filter(None, map(usage_fields, block.splitlines())))
 
 
+def line_records(block: bytes) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    """block_records with the line each record is read from (the rollup's window reads the
+    line's bytes too)."""
+    for line in block.splitlines():
+        record = usage_fields(line)
+        if record is not None:
+            yield line, _countable(record)
+
+
 def _countable(record: dict[str, Any]) -> dict[str, Any]:
     """The record without the token counts no request can have (negative, or past
     MAX_COUNTED_TOKENS), in `usage` and in its split (`tokens`, or an old record's split of its

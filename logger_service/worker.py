@@ -98,7 +98,12 @@ class UsageLogger:
         self._consumer = settings.logger_consumer
         self.sink = EventSink(settings.events_path, rotate_bytes=settings.events_rotate_bytes)
         self.keyfile = KeyFileKeeper(redis, settings.keys_path)
-        self.rollup = Rollup(redis, settings.events_path, settings.events_retention_days)
+        self.rollup = Rollup(
+            redis,
+            settings.events_path,
+            settings.events_retention_days,
+            recent_max=settings.recent_requests_max,
+        )
         self.health = Health(redis, settings.logger_consumer)
         self.prices = PriceBook(settings.prices_file)
         self.supervisor = Supervisor()

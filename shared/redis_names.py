@@ -55,6 +55,17 @@ USAGE_WATERMARK = "b23:usage:watermark"
 """JSON {"file": digest of a file's first line, "offset": bytes}: every line of the event files
 before this point is counted in the usage aggregates, none after it. Absent: rebuild."""
 
+RECENT_REQUESTS = "b23:usage:recent"
+"""Stream of the last RECENT_REQUESTS_MAX counted record lines, metadata only, in file order
+(shared/recent_requests.py): written with the aggregates, so rebuilt with them."""
+
 LOGGER_STATUS = "b23:logger:status"
 """Hash of logger consumer name -> its status report JSON (shared/logger_status.py): keys.json
 and disk errors, for /readyz and `python -m logger_service --check`."""
+
+UI_SESSION_PREFIX = "b23:ui:session:"
+"""Dashboard and /me sessions: `{prefix}{sha256(session id)}` -> session JSON, with the idle
+expiry as TTL (proxy_service/ui/sessions.py); the id itself is only in the browser's cookie."""
+
+UI_LOGIN_FAILURES_PREFIX = "b23:ui:login-failures:"
+"""Failed dashboard and /me logins per client address in the current minute (a TTL'd counter)."""

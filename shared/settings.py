@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     events_retention_days: int = Field(
         90, ge=1, description="Delete rotated event files older than this many days."
     )
+    recent_requests_max: int = Field(
+        50_000,
+        ge=0,
+        description="Requests the recent-requests window in Redis keeps (the dashboard's "
+        "Requests page), about 280 bytes each; 0 disables it.",
+    )
     model_map: str = Field(
         "",
         description="Anthropic model names to upstream names: `pattern=target,...`, first match.",
@@ -213,6 +219,18 @@ class Settings(BaseSettings):
         "allow",
         description="A model without a price, for a key or user with a money budget: allow "
         "(served, counted as unpriced) or deny (a 403 before the upstream call).",
+    )
+    ui_session_idle_seconds: int = Field(
+        1800, ge=60, le=86400, description="Dashboard: a session unused this long ends."
+    )
+    ui_session_max_seconds: int = Field(
+        28800, ge=300, le=7 * 86400, description="Dashboard: a session ends this long after login."
+    )
+    ui_me_session_seconds: int = Field(
+        3600, ge=60, le=86400, description="/me: a key holder's session ends this long after login."
+    )
+    ui_login_failures_per_minute: int = Field(
+        5, ge=1, le=1000, description="Dashboard and /me: failed logins allowed per address."
     )
 
     def admin_tokens(self) -> tuple[str, ...]:
