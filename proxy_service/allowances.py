@@ -91,27 +91,39 @@ async def owner_budget_views(
 async def token_limits(redis: Redis, key: KeyRecord, now: datetime) -> dict[str, dict[str, Any]]:
     """Each token or request limit of the key: the limit, what is used against it now, what is
     left (as ADMIT computes them, on Redis' clock)."""
-    rpm_key, tpm_key, daily_key, monthly_key = limit_keys(key.key_id, key.user_id, now)[:4]
+    return (await many_token_limits(redis, [key], now))[key.key_id]
+
+
+async def many_token_limits(
+    redis: Redis, keys: Sequence[KeyRecord], now: datetime
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """key_id -> token_limits of each key, read in one transaction whatever their number."""
     async with redis.pipeline(transaction=True) as pipe:
         pipe.time()
-        pipe.get(rpm_key)
-        pipe.hmget(tpm_key, "level", "ts")
-        pipe.get(daily_key)
-        pipe.get(monthly_key)
-        (seconds, micros), tat, (level, ts), daily, monthly = await pipe.execute()
+        for key in keys:
+            rpm_key, tpm_key, daily_key, monthly_key = limit_keys(key.key_id, key.user_id, now)[:4]
+            pipe.get(rpm_key)
+            pipe.hmget(tpm_key, "level", "ts")
+            pipe.get(daily_key)
+            pipe.get(monthly_key)
+        (seconds, micros), *counters = await pipe.execute()
     now_ms = seconds * 1000 + micros // 1000
-    used = {
-        "rpm_limit": _requests_in_window(key.rpm_limit, tat, now_ms),
-        "tpm_limit": _tokens_in_bucket(key.tpm_limit, level, ts, now_ms),
-        "daily_token_quota": int(daily or 0),
-        "monthly_token_quota": int(monthly or 0),
-    }
-    limits = {}
-    for name, count in used.items():
-        bound = getattr(key, name)
-        if bound is not None:
-            limits[name] = {"limit": bound, "used": count, "remaining": max(0, bound - count)}
-    return limits
+    found = {}
+    for index, key in enumerate(keys):
+        tat, (level, ts), daily, monthly = counters[4 * index : 4 * index + 4]
+        used = {
+            "rpm_limit": _requests_in_window(key.rpm_limit, tat, now_ms),
+            "tpm_limit": _tokens_in_bucket(key.tpm_limit, level, ts, now_ms),
+            "daily_token_quota": int(daily or 0),
+            "monthly_token_quota": int(monthly or 0),
+        }
+        limits = {}
+        for name, count in used.items():
+            bound = getattr(key, name)
+            if bound is not None:
+                limits[name] = {"limit": bound, "used": count, "remaining": max(0, bound - count)}
+        found[key.key_id] = limits
+    return found
 
 
 def _requests_in_window(rpm: int | None, tat: bytes | None, now_ms: int) -> int:

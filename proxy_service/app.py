@@ -42,6 +42,7 @@ from proxy_service.routes import (
 )
 from proxy_service.shutdown import ShutdownWatch
 from proxy_service.state import ProxyState
+from proxy_service.ui.app import create_ui_apps
 from proxy_service.upstream import Upstream
 from shared.prices import PriceBook
 from shared.settings import Settings
@@ -104,6 +105,8 @@ def create_app(settings: Settings) -> FastAPI:
             prices,
         )
         app.state.proxy.metrics.registry.register(PriceTableCollector(prices))
+        for mounted in dashboard:
+            mounted.state.proxy = app.state.proxy
         app.state.proxy.shutdown.install()
         with contextlib.suppress(RedisError, OSError):
             await keys.reload_all()
@@ -136,6 +139,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(usage.router)
     app.include_router(users.router)
     app.include_router(me.router)
+    dashboard = create_ui_apps()
+    app.mount("/ui", dashboard[0])
+    app.mount("/me", dashboard[1])
     install_error_handlers(app)
     return app
 

@@ -23,6 +23,7 @@ import fnmatch
 import hashlib
 import logging
 import re
+import time
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -286,6 +287,8 @@ class PriceBook:
         self.error: str | None = None
         """Why the file at the path is not the table in force; None when it is."""
         self.load_errors = 0
+        self.checked_at: float | None = None
+        """Unix time of the last look at the file."""
         self._seen_digest: str | None = None
         self._failed_digest: str | None = None
 
@@ -293,6 +296,7 @@ class PriceBook:
         """Load the file if it changed since the last call; True when a new table is in force."""
         if self.path is None:
             return False
+        self.checked_at = time.time()
         try:
             with self.path.open("rb") as file:
                 content = file.read(MAX_FILE_BYTES + 1)

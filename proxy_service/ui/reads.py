@@ -1,0 +1,93 @@
+"""The dashboard's reads from Redis (the proxy never reads the event files): usage cells, what
+each key has used of its limits, and the metering pipeline's health."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from proxy_service.allowances import many_token_limits
+from proxy_service.routes.usage import read_cells
+from proxy_service.ui import overview
+from proxy_service.ui.overview import DAY_SECONDS, Cells, query
+from proxy_service.ui.recent import recent_rows
+from proxy_service.ui.views import TOKEN_COLUMNS
+from shared import redis_names
+from shared.keys import KeyRecord
+from shared.logger_status import files_report, running_loggers
+from shared.usage import Tally
+
+LIMIT_NAMES = ("rpm_limit", "tpm_limit", "daily_token_quota", "monthly_token_quota")
+
+
+async def usage_cells(
+    redis: Redis, since_seconds: int, now: datetime, filters: Mapping[str, str] | None = None
+) -> Cells:
+    """Every cell from `since` to now passing `filters`, read and decoded once for all of a
+    page's folds."""
+    cells = await read_cells(redis, query(since_seconds, now, "day", filters))
+    return [(cell, Tally.from_fields(fields)) for cell, fields in cells]
+
+
+async def limits_of(
+    redis: Redis, records: Sequence[KeyRecord], now: datetime
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """key_id -> each token or request limit's limit, used and remaining (keys without a limit
+    cost no call)."""
+    limited = [r for r in records if any(getattr(r, name) for name in LIMIT_NAMES)]
+    return await many_token_limits(redis, limited, now) if limited else {}
+
+
+async def pipeline_health(redis: Redis) -> dict[str, Any]:
+    """Stream backlog (entries, of them not yet read by the logger), loggers reporting, the
+    logger's file status, and how long ago the last request was counted."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.xlen(redis_names.EVENTS_STREAM)
+        pipe.exists(redis_names.LOGGER_HEARTBEAT)
+        pipe.xrevrange(redis_names.RECENT_REQUESTS, count=1)
+        entries, heartbeat, newest = await pipe.execute()
+    lag = None
+    try:
+        for group in await redis.xinfo_groups(redis_names.EVENTS_STREAM):
+            if group["name"] in (redis_names.LOGGER_GROUP, redis_names.LOGGER_GROUP.encode()):
+                lag = group.get("lag")
+    except ResponseError:  # no stream yet
+        pass
+    last_counted = None
+    if newest:
+        entry_id = newest[0][0]
+        entry_ms = int(
+            (entry_id.decode() if isinstance(entry_id, bytes) else entry_id).split("-")[0]
+        )
+        last_counted = max(0.0, time.time() - entry_ms / 1000)
+    return {
+        "stream_entries": entries,
+        "unread": lag,
+        "logger_alive": bool(heartbeat),
+        "loggers": sorted(await running_loggers(redis)),
+        "files": await files_report(redis),
+        "last_counted_seconds_ago": last_counted,
+    }
+
+
+async def key_usage(redis: Redis, key_id: str, now: datetime, recent: int) -> dict[str, Any]:
+    """What the key page and /me show of one key's use: the cards, the daily chart and its
+    table, the per-model table of 30 days, and its last `recent` requests."""
+    since = int(now.timestamp()) - 30 * DAY_SECONDS
+    filters = {"key_id": key_id}
+    cells = await usage_cells(redis, since, now, filters)
+    daily = overview.daily(cells, now, since, filters)
+    rows = await recent_rows(redis, filters, before=None, limit=recent)
+    return {
+        "windows": overview.cards(cells, now, filters),
+        "daily": daily,
+        "tokens_chart": overview.chart(daily, overview.CHART_TOKENS),
+        "token_columns": TOKEN_COLUMNS,
+        "models": overview.report(cells, query(since, now, "model", filters))["groups"],
+        "recent": rows.rows,
+    }
