@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import openai
 import yaml
 
@@ -69,10 +70,24 @@ def test_the_no_docker_block_gives_a_key_that_works(fake_upstream_url: str, tmp_
         )
         assert reply.choices[0].message.content
         assert (tmp_path / "data" / "keys.json").exists()
+        dashboard_is_where_the_first_screen_says(proxy_port, key)
     finally:
         os.killpg(run.pid, signal.SIGTERM)
         run.wait(timeout=30)
         subprocess.run(["redis-cli", "-p", str(redis_port), "shutdown", "nosave"], check=False)
+
+
+def dashboard_is_where_the_first_screen_says(port: int, key: str) -> None:
+    """The first screen's dashboard and /me addresses answer, and sign in with what it says."""
+    first_screen = README[: README.index("\n---\n")]
+    assert "http://127.0.0.1:8866/ui/" in first_screen and "`ADMIN_TOKEN`" in first_screen
+    assert "http://127.0.0.1:8866/me/" in first_screen
+    base = f"http://127.0.0.1:{port}"
+    origin = {"Origin": base}
+    signed = httpx.post(base + "/ui/login", data={"token": ADMIN_TOKEN}, headers=origin)
+    assert signed.status_code == 303 and signed.headers["location"] == "/ui/"
+    mine = httpx.post(base + "/me/login", data={"api_key": key}, headers=origin)
+    assert mine.status_code == 303 and mine.headers["location"] == "/me/"
 
 
 def wait_for_key(run: subprocess.Popen) -> str:
