@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 admin_router = APIRouter()
 me_router = APIRouter()
-LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 FORMS: dict[Role, dict[str, str]] = {
     "admin": {
@@ -54,12 +53,6 @@ FORMS: dict[Role, dict[str, str]] = {
 }
 
 
-def _insecure(request: Request) -> bool:
-    """Plain HTTP to a host that is not this machine: the Secure cookie would be dropped."""
-    host = (request.headers.get("host") or "").rsplit(":", 1)[0]
-    return request.url.scheme != "https" and host not in LOCAL_HOSTS
-
-
 def _login_page(request: Request, role: Role, status: int = 200, error: str | None = None):
     return page(
         request,
@@ -68,8 +61,6 @@ def _login_page(request: Request, role: Role, status: int = 200, error: str | No
         action=LOGIN_PAGES[role],
         next=safe_next(role, request.query_params.get("next")),
         error=error,
-        insecure=_insecure(request),
-        host=request.headers.get("host", ""),
         **FORMS[role],
     )
 

@@ -126,6 +126,10 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    var insecure = document.getElementById("insecure-warning");
+    if (insecure && !window.isSecureContext) {
+      insecure.hidden = false;
+    }
     document.querySelectorAll(".chart[data-chart]").forEach(draw);
     markScrollable();
     window.addEventListener("resize", markScrollable);
