@@ -24,6 +24,7 @@ from shared.usage_query import UsageQuery, build_query
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 SNAPSHOT_ATTEMPTS = 3
+CELLS_PER_READ = 2000
 
 
 @router.get("/usage")
@@ -60,13 +61,19 @@ async def usage_report(redis: Redis, query: UsageQuery) -> dict[str, Any]:
     return query.report(query.fold(await read_cells(redis, query), Tally.add_fields))
 
 
-async def read_cells(redis: Redis, query: UsageQuery) -> list[tuple[Cell, dict[bytes, bytes]]]:
+async def read_cells(
+    redis: Redis, query: UsageQuery, chunk: int = CELLS_PER_READ
+) -> list[tuple[Cell, dict[bytes, bytes]]]:
     """The cells (their Tally fields) of every bucket covering the query's hours whose group
     passes its filters.
 
-    Two transactions: which groups each bucket has, then their counters. If the logger counted
-    lines in between (the watermark moved), read again, so the answer adds up the lines before
-    one watermark. (HGETALLs in a MULTI cost Redis far less time than in a script.)"""
+    First which groups each bucket has (one transaction, with the watermark), then their
+    counters, `chunk` hashes per round trip, then the watermark again: the logger moves it in
+    the same transaction as the counters of the lines it passes, so if it has not moved, no
+    counter changed during the read, and the answer adds up the lines before one watermark;
+    if it moved, read again. Chunks, not one transaction: a month of a busy gateway is
+    hundreds of thousands of cells, which one MULTI would hold Redis for seconds with (every
+    proxy's requests waiting), and one reply over the socket timeout."""
     buckets = covering(query.first_hour, query.end_hour)
     for _ in range(SNAPSHOT_ATTEMPTS):
         async with redis.pipeline(transaction=True) as pipe:
@@ -82,12 +89,13 @@ async def read_cells(redis: Redis, query: UsageQuery) -> list[tuple[Cell, dict[b
             for gid in map(bytes.decode, gids)
             if gid in groups and query.accepts(groups[gid])
         ]
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.get(USAGE_WATERMARK)
-            for bucket, gid, _ in wanted:
-                pipe.hgetall(cell_key(bucket, gid))
-            still, *hashes = await pipe.execute()
-        if still == watermark:
+        hashes: list[dict[bytes, bytes]] = []
+        for start in range(0, len(wanted), chunk):
+            async with redis.pipeline(transaction=False) as pipe:
+                for bucket, gid, _ in wanted[start : start + chunk]:
+                    pipe.hgetall(cell_key(bucket, gid))
+                hashes += await pipe.execute()
+        if await redis.get(USAGE_WATERMARK) == watermark:
             break
     return [
         ((first_hour(bucket), group), fields)

@@ -1,0 +1,66 @@
+"""How GET /admin/usage (and the dashboard) read the aggregates: in chunks, never one huge
+transaction, and still one consistent snapshot: lines counted during the read make it read
+again, so an answer adds up the lines before one watermark."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from logger_service.rollup import Rollup
+from proxy_service.routes.usage import read_cells
+from shared.usage import Tally
+from shared.usage_query import build_query
+from tests.usage_data import HOUR, lines_of, random_records
+
+START = (1_780_000_000_000 // HOUR) * HOUR
+RECORDS = random_records(1500, seed=11, start_ms=START, hours=96)
+QUERY = build_query(
+    since=str(START // 1000),
+    until=str((START + 96 * HOUR) // 1000),
+    group_by="day,model",
+    filters={},
+    now_ms=START + 200 * HOUR,
+)
+
+
+@pytest.fixture
+async def counted(redis_client, redis_url, tmp_path) -> tuple[Redis, Path]:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(lines_of(RECORDS[:1000])))
+    redis = Redis.from_url(redis_url)
+    await Rollup(redis, path, 3650).catch_up()
+    yield redis, path
+    await redis.aclose()
+
+
+def answer(cells) -> dict:
+    return QUERY.report(QUERY.fold(cells, Tally.add_fields))
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 2000, 10**6])
+async def test_any_chunk_size_reads_the_same_cells(counted, chunk):
+    redis, _ = counted
+    assert answer(await read_cells(redis, QUERY, chunk)) == answer(await read_cells(redis, QUERY))
+    assert answer(await read_cells(redis, QUERY, chunk))["totals"]["requests"] > 0
+
+
+async def test_lines_counted_during_the_read_make_it_read_again(counted):
+    redis, path = counted
+    with path.open("ab") as file:
+        file.writelines(lines_of(RECORDS[1000:]))
+    real_get = redis.get
+    counted_during = []
+
+    async def get_after_a_rollup(name):
+        if not counted_during:  # the check after the first read: the logger counted meanwhile
+            counted_during.append(await Rollup(redis, path, 3650).catch_up())
+        return await real_get(name)
+
+    redis.get = get_after_a_rollup
+    seen = answer(await read_cells(redis, QUERY, chunk=50))
+    redis.get = real_get
+    assert counted_during[0] >= 500, "the 500 lines appended were counted during the read"
+    assert seen == answer(await read_cells(redis, QUERY)), "the second read, after the count"
