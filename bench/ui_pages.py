@@ -36,7 +36,8 @@ from shared.keys import KeyRecord, hash_api_key, key_hint, new_api_key, new_key_
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "bench-admin-token-0123456789abcdef"
-MODELS = [f"model-{n}" for n in range(10)] + ["claude-sonnet-4-5", "gpt-4o"]
+MODELS = ["claude-sonnet-4-5", "gpt-4o", "model-3"] + [f"model-{n}" for n in range(4, 13)]
+APPS = ["claude-code", "codex", "openai-python"]
 DAY_MS = 86_400_000
 PAGES = [
     "/ui/",
@@ -52,8 +53,10 @@ PAGES = [
 ]
 
 
-def records(count: int, key_ids: list[str], users: list[str], now_ms: int, seed: int = 1):
-    """`count` record lines in time order over the 30 days before now."""
+def records(count: int, key_ids: list[str], users: list[str], now_ms: int, models: int, apps: int):
+    """`count` record lines in time order over the 30 days before now, each key using
+    `models` of the models and `apps` client apps (how many groups, hence cells, there are)."""
+    seed = 1
     rng = random.Random(seed)
     start = now_ms - 30 * DAY_MS
     step = 30 * DAY_MS / count
@@ -73,10 +76,10 @@ def records(count: int, key_ids: list[str], users: list[str], now_ms: int, seed:
                 {
                     "request_id": f"req_{n:032x}",
                     "protocol": "anthropic_messages",
-                    "client_app": rng.choice(["claude-code", "codex", "openai-python"]),
+                    "client_app": APPS[(index + rng.randrange(apps)) % len(APPS)],
                     "user_id": users[index % len(users)],
                     "key_id": key_ids[index],
-                    "model": rng.choice(MODELS),
+                    "model": MODELS[(index + rng.randrange(models)) % len(MODELS)],
                     "started_at_ms": started,
                     "ended_at_ms": started + 1500,
                     "latency_ms": rng.randint(200, 30_000),
@@ -141,7 +144,8 @@ async def prepare(redis_url: str, data: Path, args: argparse.Namespace, keys: li
     started = time.perf_counter()
     path = data / "events.jsonl"
     with path.open("wb") as file:
-        file.writelines(records(args.lines, key_ids, users, int(time.time() * 1000)))
+        now_ms = int(time.time() * 1000)
+        file.writelines(records(args.lines, key_ids, users, now_ms, args.models, args.apps))
     size = path.stat().st_size
     took = time.perf_counter() - started
     print(f"wrote {args.lines:,} lines ({size / 1e6:,.0f} MB) in {took:.1f} s")
@@ -176,6 +180,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--keys", type=int, default=200)
+    parser.add_argument("--models", type=int, default=12, help="models each key uses (1-12)")
+    parser.add_argument("--apps", type=int, default=3, help="client apps each key uses (1-3)")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--recent-max", type=int, default=50_000)
     args = parser.parse_args()

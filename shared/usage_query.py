@@ -98,8 +98,8 @@ def build_query(
     now_ms: int,
 ) -> UsageQuery:
     """A query from request or command-line parameters; ValueError says what is wrong."""
-    since_ms = _instant("since", since or DEFAULT_SINCE, now_ms)
-    until_ms = _instant("until", until, now_ms) if until else now_ms
+    since_ms = named_instant("since", since or DEFAULT_SINCE, now_ms)
+    until_ms = named_instant("until", until, now_ms) if until else now_ms
     if since_ms >= until_ms:
         raise ValueError("since must be before until")
     if until_ms - since_ms > MAX_RANGE_DAYS * DAY_MS:
@@ -120,7 +120,8 @@ def build_query(
     )
 
 
-def _instant(name: str, text: str, now_ms: int) -> int:
+def named_instant(name: str, text: str, now_ms: int) -> int:
+    """`text` as an instant (ms), a ValueError naming the parameter `name` otherwise."""
     try:
         return parse_instant(text, now_ms)
     except ValueError as error:

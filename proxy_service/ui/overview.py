@@ -126,7 +126,42 @@ def unpriced_models(cells: Cells, now: datetime, since_seconds: int) -> list[dic
 
 
 def price_stub(model: str) -> str:
-    """A price-file entry to paste and fill in: the name as a TOML basic string (JSON's
-    escapes are TOML's, but for DEL, which TOML wants escaped too)."""
-    name = orjson.dumps(model).decode().replace("\x7f", "\\u007f")
+    """A price-file entry to paste and fill in that prices exactly `model`: glob characters
+    (the file reads a name holding `*`, `?` or `[` as a pattern) are bracketed to match only
+    themselves, and the name is a TOML basic string (JSON's escapes are TOML's, but for DEL,
+    which TOML wants escaped too)."""
+    literal = "".join(f"[{c}]" if c in "*?[" else c for c in model)
+    name = orjson.dumps(literal).decode().replace("\x7f", "\\u007f")
     return f'[models.{name}]\ninput = "0"\noutput = "0"\n'
+
+
+STACKED_SERIES = 8
+
+
+def group_tokens(group: Mapping[str, Any]) -> int:
+    """A group's tokens, every category the charts stack."""
+    return sum(group[name] for name, _ in CHART_TOKENS)
+
+
+def stacked_by(
+    groups: Sequence[Mapping[str, Any]], dimension: str
+) -> tuple[list[dict[str, Any]], list[tuple[str, str]], dict]:
+    """Rows, columns and chart of a `day,<dimension>` report: tokens per day, one series per
+    value of the dimension (the STACKED_SERIES largest, the rest as "other")."""
+    totals: dict[Any, int] = {}
+    for group in groups:
+        value = group["key"][dimension]
+        totals[value] = totals.get(value, 0) + group_tokens(group)
+    ranked = sorted(totals, key=lambda value: -totals[value])
+    shown = ranked[:STACKED_SERIES]
+    columns = [(f"s{n}", "(none)" if v is None else str(v)) for n, v in enumerate(shown)]
+    if len(ranked) > STACKED_SERIES:
+        columns.append(("other", "other"))
+    column_of = {value: name for (name, _), value in zip(columns, shown, strict=False)}
+    by_day: dict[str, dict[str, Any]] = {}
+    for group in groups:
+        row = by_day.setdefault(group["key"]["day"], {"day": group["key"]["day"]})
+        name = column_of.get(group["key"][dimension], "other")
+        row[name] = row.get(name, 0) + group_tokens(group)
+    rows = [{**{name: 0 for name, _ in columns}, **by_day[day]} for day in sorted(by_day)]
+    return rows, columns, chart(rows, columns)

@@ -338,10 +338,15 @@ async def usage_page(request: Request, signed: AdminPage) -> Response:
             error=error.message,
         )
     names = [GROUPINGS[by] for by in report["group_by"].split(",")]
-    daily_chart, daily = None, []
-    if report["group_by"] == "day":
+    daily_chart, daily, columns = None, [], TOKEN_COLUMNS
+    title = "Tokens per day"
+    others = [name for name in names if name != "day"]
+    if names == ["day"]:
         daily = [{"day": g["key"]["day"], **g} for g in report["groups"]]
         daily_chart = overview.chart(daily, overview.CHART_TOKENS)
+    elif "day" in names and len(others) == 1:
+        daily, columns, daily_chart = overview.stacked_by(report["groups"], others[0])
+        title = f"Tokens per day by {others[0]}"
     return page(
         request,
         "usage.html",
@@ -352,7 +357,8 @@ async def usage_page(request: Request, signed: AdminPage) -> Response:
         names=names,
         chart_data=daily_chart,
         daily=daily,
-        token_columns=TOKEN_COLUMNS,
+        token_columns=columns,
+        chart_title=title,
         query_string=f"?{request.url.query}" if request.url.query else "",
     )
 

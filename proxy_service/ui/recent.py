@@ -4,6 +4,7 @@ window (shared/recent_requests.py) shaped for the pages, and the page's filters 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,16 +14,18 @@ from urllib.parse import urlencode
 from redis.asyncio import Redis
 
 from shared.recent_requests import OUTCOMES, RecentFilter, RecentRequest, recent_page
+from shared.usage_query import named_instant
 
-RECENT_FILTERS = ("key_id", "user_id", "model", "status")
+RECENT_FILTERS = ("key_id", "user_id", "model", "status", "since", "until")
 STATUS_CLASS = re.compile(r"([1-5])(xx)?", re.IGNORECASE)
 PAGE_ROWS = 50
 INPUT_CATEGORIES = ("input", "cache_read", "cache_write_5m", "cache_write_1h")
 
 
-def recent_filter(filters: Mapping[str, str]) -> RecentFilter:
+def recent_filter(filters: Mapping[str, str], now_ms: int | None = None) -> RecentFilter:
     """The window's filter of the page's: `status` is a class (4xx, or 4) or an outcome;
-    ValueError for anything else."""
+    `since` and `until` an instant or an age, as /admin/usage takes them (`2h`, ISO-8601, unix
+    seconds); ValueError for anything else."""
     status = filters.get("status", "").strip()
     status_class, outcome = None, None
     if status:
@@ -33,7 +36,11 @@ def recent_filter(filters: Mapping[str, str]) -> RecentFilter:
             outcome = status
         else:
             raise ValueError(f"status: a class (2xx, 4xx, 5xx) or one of {', '.join(OUTCOMES)}")
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    since, until = (filters.get(name, "").strip() for name in ("since", "until"))
     return RecentFilter(
+        since_ms=named_instant("since", since, now) if since else None,
+        until_ms=named_instant("until", until, now) if until else None,
         key_id=filters.get("key_id") or None,
         user_id=filters.get("user_id") or None,
         model=filters.get("model") or None,
