@@ -67,12 +67,16 @@ def group_id(group: Group) -> str:
     return hashlib.blake2b(encode_group(group), digest_size=8).hexdigest()
 
 
-def covering(first: int, end: int) -> list[Bucket]:
-    """The fewest buckets covering hours [first, end): whole days as days, the rest as hours."""
+def covering(first: int, end: int, current_hour: int | None = None) -> list[Bucket]:
+    """The fewest buckets covering hours [first, end): whole days as days, the rest as hours.
+    With `current_hour`, a day whose hours past `end` are all later than it (today, in a range
+    that ends now) is read as its day bucket too: nothing is counted in hours yet to come, so
+    the day holds exactly its hours so far, and one bucket replaces up to 24."""
     buckets: list[Bucket] = []
     hour = first
     while hour < end:
-        if hour % 24 == 0 and hour + 24 <= end:
+        day_so_far = current_hour is not None and end > current_hour >= hour
+        if hour % 24 == 0 and (hour + 24 <= end or day_so_far):
             buckets.append(("day", hour // 24))
             hour += 24
         else:

@@ -69,20 +69,21 @@ def test_the_cards_count_what_the_records_hold_in_each_window(filters):
 def test_today_starts_at_utc_midnight_and_the_windows_are_7_and_30_days():
     starts = dict(overview.window_starts(NOW))
     assert starts["Today"] == int(datetime(2026, 3, 10, tzinfo=UTC).timestamp())
-    assert starts["7 days"] == int(NOW.timestamp()) - 7 * 86400
-    assert starts["30 days"] == int(NOW.timestamp()) - 30 * 86400
+    assert starts["7 days"] == int(datetime(2026, 3, 4, tzinfo=UTC).timestamp())
+    assert starts["30 days"] == int(datetime(2026, 2, 9, tzinfo=UTC).timestamp())
+    assert overview.month_start(NOW) == starts["30 days"]
 
 
 def test_daily_rows_have_every_day_including_empty_ones_and_add_up():
-    since = int(NOW.timestamp()) - 30 * 86400
+    since = overview.month_start(NOW)
     sparse = [c for c in CELLS if datetime.fromtimestamp(c[0][0] * 3600, UTC).day % 3]
     rows = overview.daily(sparse, NOW, since)
-    assert len(rows) == 31 and rows[0]["day"] == "2026-02-08" and rows[-1]["day"] == "2026-03-10"
+    assert len(rows) == 30 and rows[0]["day"] == "2026-02-09" and rows[-1]["day"] == "2026-03-10"
     assert any(row["requests"] == 0 for row in rows)
     total = overview.report(sparse, overview.query(since, NOW, "day"))["totals"]["requests"]
     assert sum(row["requests"] for row in rows) == total
     chart = overview.chart(rows, overview.CHART_TOKENS)
-    assert len(chart["x"]) == 31 and chart["x"] == sorted(chart["x"])
+    assert len(chart["x"]) == 30 and chart["x"] == sorted(chart["x"])
     assert [s["label"] for s in chart["series"]] == [label for _, label in overview.CHART_TOKENS]
     spend = overview.spend_chart(rows)
     assert spend["series"][0]["values"] == [float(row["cost_usd"]) for row in rows]
@@ -90,7 +91,7 @@ def test_daily_rows_have_every_day_including_empty_ones_and_add_up():
 
 @pytest.mark.parametrize("by,name", [("key", "key_id"), ("user", "user_id"), ("model", "model")])
 def test_top_groups_are_the_busiest_first_and_at_most_ten(by, name):
-    since = int(NOW.timestamp()) - 30 * 86400
+    since = overview.month_start(NOW)
     top = overview.top(CELLS, NOW, since, by)
     assert 0 < len(top) <= overview.TOP
     counts = [g["requests"] for g in top]
@@ -102,7 +103,7 @@ def test_top_groups_are_the_busiest_first_and_at_most_ten(by, name):
 
 
 def test_unpriced_models_are_those_with_unpriced_requests():
-    since = int(NOW.timestamp()) - 30 * 86400
+    since = overview.month_start(NOW)
     found = overview.unpriced_models(CELLS, NOW, since)
     assert found and all(g["unpriced_requests"] > 0 for g in found)
     priced = {g["key"]["model"] for g in found}
@@ -234,7 +235,7 @@ def test_every_template_autoescapes_what_it_is_given():
 
 
 def test_a_day_and_model_report_stacks_the_largest_models_and_groups_the_rest():
-    since = int(NOW.timestamp()) - 30 * 86400
+    since = overview.month_start(NOW)
     groups = overview.report(CELLS, overview.query(since, NOW, "day,model"))["groups"]
     rows, columns, chart = overview.stacked_by(groups, "model")
     models = {g["key"]["model"] for g in groups}

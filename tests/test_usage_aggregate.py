@@ -4,6 +4,8 @@ plain way in tests/usage_data.py."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.timespec import parse_instant
 from shared.usage import (
@@ -110,6 +112,23 @@ def test_covering_buckets_tile_the_hours_exactly(first, end):
     assert hours == list(range(first, end))
     whole_days = {h // 24 for h in range(first, end) if h % 24 == 0 and h + 24 <= end}
     assert {i for kind, i in covering(first, end) if kind == "day"} == whole_days
+
+
+@given(st.integers(0, 2000), st.integers(0, 200), st.integers(-50, 2300))
+def test_a_range_ending_now_reads_today_as_its_day_bucket(first, length, current):
+    """Hours covered past `end` are all later than the current hour (counted nowhere yet);
+    every hour of the range is covered once; never more buckets than without it."""
+    end = first + length
+    hours = []
+    for kind, index in covering(first, end, current):
+        start = first_hour((kind, index))
+        hours += range(start, start + (24 if kind == "day" else 1))
+    assert hours[: end - first] == list(range(first, end))
+    assert all(hour > current for hour in hours[end - first :])
+    assert len(covering(first, end, current)) <= len(covering(first, end))
+    today = current - current % 24
+    if first <= today and end > current:
+        assert ("day", today // 24) in covering(first, end, current)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from proxy_service.deps import AdminState
 from proxy_service.errors import InvalidRequest
 from shared.redis_names import USAGE_GROUPS, USAGE_WATERMARK
-from shared.usage import Cell, Tally
+from shared.usage import HOUR_MS, Cell, Tally
 from shared.usage_layout import bucket_key, cell_key, covering, decode_group, first_hour
 from shared.usage_query import UsageQuery, build_query
 
@@ -74,7 +74,7 @@ async def read_cells(
     if it moved, read again. Chunks, not one transaction: a month of a busy gateway is
     hundreds of thousands of cells, which one MULTI would hold Redis for seconds with (every
     proxy's requests waiting), and one reply over the socket timeout."""
-    buckets = covering(query.first_hour, query.end_hour)
+    buckets = covering(query.first_hour, query.end_hour, time.time_ns() // 1_000_000 // HOUR_MS)
     for _ in range(SNAPSHOT_ATTEMPTS):
         async with redis.pipeline(transaction=True) as pipe:
             pipe.get(USAGE_WATERMARK)

@@ -29,14 +29,20 @@ CHART_TOKENS = (
 
 
 def window_starts(now: datetime) -> list[tuple[str, int]]:
-    """(label, unix seconds) of the cards: today (UTC), the last 7 and the last 30 days."""
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    seconds = int(now.timestamp())
+    """(label, unix seconds) of the cards: today, the last 7 and the last 30 days, as whole
+    UTC days (today included), so each reads day buckets, never hours."""
+    midnight = int(now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp())
     return [
-        ("Today", int(midnight.timestamp())),
-        ("7 days", seconds - 7 * DAY_SECONDS),
-        ("30 days", seconds - 30 * DAY_SECONDS),
+        ("Today", midnight),
+        ("7 days", midnight - 6 * DAY_SECONDS),
+        ("30 days", month_start(now)),
     ]
+
+
+def month_start(now: datetime) -> int:
+    """Unix seconds of the 30-day window's start: UTC midnight 29 days before today."""
+    midnight = int(now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp())
+    return midnight - 29 * DAY_SECONDS
 
 
 def query(

@@ -49,7 +49,6 @@ PRICE_COLUMNS = (
     ("cache_write_1h", "cache write 1h"),
     ("output", "output"),
 )
-THIRTY_DAYS = 30 * overview.DAY_SECONDS
 KEY_PAGE_REQUESTS = 20
 
 
@@ -67,7 +66,7 @@ async def _keys_with_limits(state: ProxyState) -> list[dict[str, Any]]:
 @router.get("/")
 async def home(request: Request, signed: AdminPage) -> Response:
     state, now = signed.state, utc_now()
-    since = int(now.timestamp()) - THIRTY_DAYS
+    since = overview.month_start(now)
     cells = await usage_cells(state.redis, since, now)
     daily = overview.daily(cells, now, since)
     warn = state.settings.budget_warn_percent
@@ -464,7 +463,7 @@ async def models_page(request: Request, signed: AdminPage) -> Response:
             if alias != price.name.lower():
                 entry["aliases"].append(alias)
         models = sorted(entries.values(), key=lambda m: m["name"])
-    since = int(now.timestamp()) - THIRTY_DAYS
+    since = overview.month_start(now)
     unpriced = overview.unpriced_models(await usage_cells(state.redis, since, now), now, since)
     for group in unpriced:
         if group["key"]["model"] is not None:

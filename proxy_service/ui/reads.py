@@ -14,13 +14,15 @@ from redis.exceptions import ResponseError
 from proxy_service.allowances import many_token_limits
 from proxy_service.routes.usage import read_cells
 from proxy_service.ui import overview
-from proxy_service.ui.overview import DAY_SECONDS, Cells, query
+from proxy_service.ui.overview import Cells, query
 from proxy_service.ui.recent import recent_rows
 from proxy_service.ui.views import TOKEN_COLUMNS
 from shared import redis_names
 from shared.keys import KeyRecord
 from shared.logger_status import files_report, running_loggers
-from shared.usage import Tally
+from shared.usage import LATENCY_PREFIX, Tally
+
+LATENCY_FIELD = LATENCY_PREFIX.encode()
 
 LIMIT_NAMES = ("rpm_limit", "tpm_limit", "daily_token_quota", "monthly_token_quota")
 
@@ -31,7 +33,13 @@ async def usage_cells(
     """Every cell from `since` to now passing `filters`, read and decoded once for all of a
     page's folds."""
     cells = await read_cells(redis, query(since_seconds, now, "day", filters))
-    return [(cell, Tally.from_fields(fields)) for cell, fields in cells]
+    return [(cell, counts_only(fields)) for cell, fields in cells]
+
+
+def counts_only(fields: Mapping[bytes, bytes]) -> Tally:
+    """A cell's counters without its latency histogram, which no card or table of these
+    pages shows: folding a cell then costs its 13 counters, not its dozens of buckets."""
+    return Tally.from_fields({k: v for k, v in fields.items() if k[:1] != LATENCY_FIELD})
 
 
 async def limits_of(
@@ -78,7 +86,7 @@ async def pipeline_health(redis: Redis) -> dict[str, Any]:
 async def key_usage(redis: Redis, key_id: str, now: datetime, recent: int) -> dict[str, Any]:
     """What the key page and /me show of one key's use: the cards, the daily chart and its
     table, the per-model table of 30 days, and its last `recent` requests."""
-    since = int(now.timestamp()) - 30 * DAY_SECONDS
+    since = overview.month_start(now)
     filters = {"key_id": key_id}
     cells = await usage_cells(redis, since, now, filters)
     daily = overview.daily(cells, now, since, filters)
