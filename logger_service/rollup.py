@@ -168,7 +168,7 @@ class Rollup:
         now_ms = time.time_ns() // 1_000_000
         keys: list[str] = [USAGE_GROUPS]
         counts = []
-        for (bucket, group), tally in by_bucket(cells).items():
+        for (bucket, group), tally in by_bucket(cells, projections=True).items():
             expire_at = end_ms(bucket) + self._retention_ms
             if expire_at <= now_ms:
                 continue

@@ -42,9 +42,10 @@ COUNTERS = (
     "cost_nano",
     "unpriced_requests",
 )
-COUNTERS_VERSION = 2
-"""Which counters a Tally has: aggregates kept under another version are rebuilt from the files
-(logger_service/rollup.py), so a counter added later is counted for the past lines too."""
+COUNTERS_VERSION = 3
+"""Which counters a Tally has, and which buckets hold them: aggregates kept under another
+version are rebuilt from the files (logger_service/rollup.py), so a counter or bucket added
+later is counted for the past lines too. 3: the day projections (shared/usage_layout.py)."""
 TOKEN_SOURCES = {
     "input_tokens": "prompt_tokens",
     "output_tokens": "completion_tokens",

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from shared.timespec import iso_utc, parse_instant
 from shared.usage import DIMENSIONS, HOUR_MS, Cell, Group, Tally
+from shared.usage_layout import projection_of
 
 GROUPINGS = {
     "day": "day",
@@ -43,6 +44,13 @@ class UsageQuery:
     group_by: tuple[str, ...] = (DEFAULT_GROUP_BY,)
     filters: tuple[tuple[str, str], ...] = ()
     """(dimension, required value) pairs."""
+
+    def projection(self) -> str | None:
+        """The day projection (shared/usage_layout.py) that answers this query's whole days:
+        the one of the dimension it groups by or filters on, if only one (or none)."""
+        dimensions = {DIMENSION_INDEX[GROUPINGS[by]] for by in self.group_by if by != "day"}
+        dimensions |= {DIMENSION_INDEX[name] for name, _ in self.filters}
+        return projection_of(frozenset(dimensions))
 
     def accepts(self, group: Group) -> bool:
         return all(group[DIMENSION_INDEX[name]] == value for name, value in self.filters)

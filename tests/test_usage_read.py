@@ -12,8 +12,9 @@ from redis.asyncio import Redis
 from logger_service.rollup import Rollup
 from proxy_service.routes.usage import read_cells
 from shared.usage import Tally
+from shared.usage_layout import bucket_key
 from shared.usage_query import build_query
-from tests.usage_data import HOUR, lines_of, random_records
+from tests.usage_data import HOUR, assert_matches, expected_report, lines_of, random_records
 
 START = (1_780_000_000_000 // HOUR) * HOUR
 RECORDS = random_records(1500, seed=11, start_ms=START, hours=96)
@@ -64,3 +65,50 @@ async def test_lines_counted_during_the_read_make_it_read_again(counted):
     redis.get = real_get
     assert counted_during[0] >= 500, "the 500 lines appended were counted during the read"
     assert seen == answer(await read_cells(redis, QUERY)), "the second read, after the count"
+
+
+PLAIN_START = START + HOUR
+"""Not on a day's start: the first day is read as hours, the next as day projections."""
+
+
+@pytest.mark.parametrize(
+    "group_by,filters,projection",
+    [
+        ("day", {}, "day-total"),
+        ("user", {}, "day-user"),
+        ("key", {}, "day-key"),
+        ("model,day", {}, "day-model"),
+        ("client_app", {}, "day-app"),
+        ("day", {"model": "gpt-4o"}, "day-model"),
+        ("model", {"model": "claude-sonnet-4"}, "day-model"),
+        ("day", {"user_id": "alice"}, "day-user"),
+        ("key", {"user_id": "alice"}, None),
+        ("user,model", {}, None),
+        ("day", {"user_id": "bob", "model": "gpt-4o"}, None),
+    ],
+)
+async def test_a_question_about_one_dimension_reads_its_projection_and_the_same_answer(
+    redis_client, redis_url, tmp_path, group_by, filters, projection
+):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(lines_of(RECORDS)))
+    redis = Redis.from_url(redis_url)
+    await Rollup(redis, path, 3650).catch_up()
+    until = START + 96 * HOUR
+    query = build_query(
+        since=str(PLAIN_START // 1000),
+        until=str(until // 1000),
+        group_by=group_by,
+        filters=filters,
+        now_ms=START + 200 * HOUR,
+    )
+    assert query.projection() == projection
+    if projection is not None:
+        day = (START + 24 * HOUR) // (24 * HOUR)
+        assert await redis.exists(bucket_key((projection, day))), "the rollup wrote it"
+    report = query.report(query.fold(await read_cells(redis, query), Tally.add_fields))
+    expected = expected_report(
+        RECORDS, since_ms=PLAIN_START, until_ms=until, group_by=group_by, filters=filters
+    )
+    assert_matches(report, expected)
+    await redis.aclose()

@@ -75,6 +75,9 @@ async def read_cells(
     hundreds of thousands of cells, which one MULTI would hold Redis for seconds with (every
     proxy's requests waiting), and one reply over the socket timeout."""
     buckets = covering(query.first_hour, query.end_hour, time.time_ns() // 1_000_000 // HOUR_MS)
+    projection = query.projection()
+    if projection is not None:
+        buckets = [(projection if kind == "day" else kind, index) for kind, index in buckets]
     for _ in range(SNAPSHOT_ATTEMPTS):
         async with redis.pipeline(transaction=True) as pipe:
             pipe.get(USAGE_WATERMARK)

@@ -50,6 +50,7 @@ PRICE_COLUMNS = (
     ("output", "output"),
 )
 KEY_PAGE_REQUESTS = 20
+TOP_BY = ("key", "user", "model")
 
 
 async def _keys_with_limits(state: ProxyState) -> list[dict[str, Any]]:
@@ -68,6 +69,9 @@ async def home(request: Request, signed: AdminPage) -> Response:
     state, now = signed.state, utc_now()
     since = overview.month_start(now)
     cells = await usage_cells(state.redis, since, now)
+    by = {
+        by: await usage_cells(state.redis, since, now, None, by) for by in ("key", "user", "model")
+    }
     daily = overview.daily(cells, now, since)
     warn = state.settings.budget_warn_percent
     near = [
@@ -86,10 +90,10 @@ async def home(request: Request, signed: AdminPage) -> Response:
         token_columns=TOKEN_COLUMNS,
         near=sorted(near, key=lambda row: -row["percent"]),
         warn_percent=warn,
-        unpriced=overview.unpriced_models(cells, now, since),
-        top_keys=overview.top(cells, now, since, "key"),
-        top_users=overview.top(cells, now, since, "user"),
-        top_models=overview.top(cells, now, since, "model"),
+        unpriced=overview.unpriced_models(by["model"], now, since),
+        top_keys=overview.top(by["key"], now, since, "key"),
+        top_users=overview.top(by["user"], now, since, "user"),
+        top_models=overview.top(by["model"], now, since, "model"),
         health=await pipeline_health(state.redis),
     )
 
@@ -464,7 +468,8 @@ async def models_page(request: Request, signed: AdminPage) -> Response:
                 entry["aliases"].append(alias)
         models = sorted(entries.values(), key=lambda m: m["name"])
     since = overview.month_start(now)
-    unpriced = overview.unpriced_models(await usage_cells(state.redis, since, now), now, since)
+    by_model = await usage_cells(state.redis, since, now, None, "model")
+    unpriced = overview.unpriced_models(by_model, now, since)
     for group in unpriced:
         if group["key"]["model"] is not None:
             group["stub"] = overview.price_stub(group["key"]["model"])

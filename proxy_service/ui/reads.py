@@ -28,11 +28,16 @@ LIMIT_NAMES = ("rpm_limit", "tpm_limit", "daily_token_quota", "monthly_token_quo
 
 
 async def usage_cells(
-    redis: Redis, since_seconds: int, now: datetime, filters: Mapping[str, str] | None = None
+    redis: Redis,
+    since_seconds: int,
+    now: datetime,
+    filters: Mapping[str, str] | None = None,
+    group_by: str = "day",
 ) -> Cells:
-    """Every cell from `since` to now passing `filters`, read and decoded once for all of a
-    page's folds."""
-    cells = await read_cells(redis, query(since_seconds, now, "day", filters))
+    """The cells from `since` to now that answer a `group_by` question under `filters`, read
+    and decoded once for the folds of that question: a question about at most one dimension
+    reads its day projection (a few cells a day), not every group's cells."""
+    cells = await read_cells(redis, query(since_seconds, now, group_by, filters))
     return [(cell, counts_only(fields)) for cell, fields in cells]
 
 
@@ -89,6 +94,7 @@ async def key_usage(redis: Redis, key_id: str, now: datetime, recent: int) -> di
     since = overview.month_start(now)
     filters = {"key_id": key_id}
     cells = await usage_cells(redis, since, now, filters)
+    by_model = await usage_cells(redis, since, now, filters, "model")
     daily = overview.daily(cells, now, since, filters)
     rows = await recent_rows(redis, filters, before=None, limit=recent)
     return {
@@ -96,6 +102,6 @@ async def key_usage(redis: Redis, key_id: str, now: datetime, recent: int) -> di
         "daily": daily,
         "tokens_chart": overview.chart(daily, overview.CHART_TOKENS),
         "token_columns": TOKEN_COLUMNS,
-        "models": overview.report(cells, query(since, now, "model", filters))["groups"],
+        "models": overview.report(by_model, query(since, now, "model", filters))["groups"],
         "recent": rows.rows,
     }
