@@ -10,19 +10,17 @@ import logging
 import signal
 import sys
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from logger_service.worker import LoggerFailed, UsageLogger
 from shared import redis_names
 from shared.logger_status import running_loggers
+from shared.redis_client import REDIS_ERRORS, connect
 from shared.settings import get_settings, service_settings
 from shared.version import version
 
 
 async def serve() -> None:
     settings = service_settings()
-    redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    redis = connect(settings, timeout=5)
     logger = UsageLogger(settings, redis)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -32,7 +30,7 @@ async def serve() -> None:
     except LoggerFailed:
         raise SystemExit(1) from None  # the Supervisor logged which loop failed, and why
     finally:
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_ERRORS):
             await logger.health.withdraw()
         await redis.aclose()
 
@@ -41,11 +39,11 @@ async def check() -> int:
     """Exit code for a HEALTHCHECK: 0 when a logger refreshed the heartbeat recently (events
     are moving) and this one reports no disk error."""
     settings = get_settings()
-    redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    redis = connect(settings, timeout=2)
     try:
         alive = await redis.exists(redis_names.LOGGER_HEARTBEAT)
         own = (await running_loggers(redis)).get(settings.logger_consumer)
-    except (RedisError, OSError):
+    except REDIS_ERRORS:
         return 1
     finally:
         await redis.aclose()

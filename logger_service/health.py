@@ -9,11 +9,10 @@ import math
 import time
 from pathlib import Path
 
-from redis.asyncio import Redis
-
 from shared import redis_names
 from shared.logger_status import STATUS_FRESH_SECONDS, LoggerStatus
 from shared.prices import PriceBook
+from shared.redis_client import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +34,7 @@ class DiskError(Exception):
 class Health:
     """This logger's progress and file errors, and their publication in Redis."""
 
-    def __init__(self, redis: Redis, consumer: str) -> None:
+    def __init__(self, redis: RedisClient, consumer: str) -> None:
         self._redis = redis
         self._consumer = consumer
         self._last_progress = -math.inf

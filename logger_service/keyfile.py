@@ -26,12 +26,12 @@ from pathlib import Path
 
 import orjson
 from pydantic import ValidationError
-from redis.asyncio import Redis
 
 from logger_service.durable import write_atomically
 from logger_service.health import DiskError
 from shared import redis_names
 from shared.keys import KeyFile, KeyRecord
+from shared.redis_client import RedisClient, announce
 from shared.users import UserSettings
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ reported and copied aside, until it has been still this long."""
 
 
 class KeyFileKeeper:
-    def __init__(self, redis: Redis, path: Path) -> None:
+    def __init__(self, redis: RedisClient, path: Path) -> None:
         self._redis = redis
         self.path = path
         self._seen_stat: FileStat | None = None
@@ -139,7 +139,7 @@ class KeyFileKeeper:
             pipe.set(redis_names.KEYS_LOADED, 1)
             if digest is not None:
                 pipe.set(redis_names.KEYS_FILE_DIGEST, digest)
-            pipe.publish(redis_names.KEYS_CHANNEL, "*")
+            announce(pipe, redis_names.KEYS_CHANNEL, "*")
             version, *_ = await pipe.execute()
         await self._redis.set(redis_names.KEYS_PERSISTED_VERSION, version)
         self._known_digest = digest

@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 import orjson
-from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 from redis.exceptions import WatchError
 
 from logger_service.eventfiles import EventFileSet, first_line, line_blocks
 from logger_service.tallies import line_records, tally_block
 from shared.recent_requests import ENTRY_FIELD, entry_value, line_streamed, slim_fields
+from shared.redis_client import RedisClient, queue_unlink
 from shared.redis_names import RECENT_REQUESTS, USAGE_GROUPS, USAGE_PREFIX, USAGE_WATERMARK
 from shared.usage import COUNTERS_VERSION, Cell, Tally, tally_records
 from shared.usage_layout import bucket_key, by_bucket, cell_key, encode_group, end_ms, group_id
@@ -111,7 +112,7 @@ class Chunk:
 
 class Rollup:
     def __init__(
-        self, redis: Redis, events_path: Path, retention_days: int, *, recent_max: int = 0
+        self, redis: RedisClient, events_path: Path, retention_days: int, *, recent_max: int = 0
     ) -> None:
         """`recent_max`: entries the recent-requests window keeps (RECENT_REQUESTS_MAX); 0,
         none."""
@@ -154,15 +155,15 @@ class Rollup:
                 return None
         return None if chunk is None else chunk.lines
 
-    async def _queue_reset(self, pipe: Pipeline) -> None:
+    async def _queue_reset(self, pipe: Pipeline | ClusterPipeline) -> None:
         log.warning("usage aggregates missing or stale: rebuilding them from the event files")
         stale = [key async for key in self._redis.scan_iter(f"{USAGE_PREFIX}*", SCAN_COUNT)]
         pipe.multi()
         for start in range(0, len(stale), UNLINK_BATCH):
-            pipe.unlink(*stale[start : start + UNLINK_BATCH])
+            queue_unlink(pipe, stale[start : start + UNLINK_BATCH])
         pipe.set(USAGE_WATERMARK, Position().dump())
 
-    def _queue_counts(self, pipe: Pipeline, cells: dict[Cell, Tally]) -> None:
+    def _queue_counts(self, pipe: Pipeline | ClusterPipeline, cells: dict[Cell, Tally]) -> None:
         """COUNT_SCRIPT for every bucket the cells fall in, skipping buckets already past
         retention (a rebuild of old files)."""
         now_ms = time.time_ns() // 1_000_000
@@ -179,12 +180,12 @@ class Rollup:
         if counts:
             pipe.eval(COUNT_SCRIPT, len(keys), *keys, orjson.dumps(counts))
 
-    def _queue_recent(self, pipe: Pipeline, entries: list[bytes]) -> None:
+    def _queue_recent(self, pipe: Pipeline | ClusterPipeline, entries: list[bytes]) -> None:
         """RECENT_SCRIPT: an XADD per entry, each trimming the window to about `recent_max`
         (`~`: whole stream nodes only, so up to stream-node-max-entries more, 100 by default).
         With the window off, its deletion, so a window kept before does not linger stale."""
         if self._recent_max == 0:
-            pipe.unlink(RECENT_REQUESTS)
+            queue_unlink(pipe, [RECENT_REQUESTS])
         elif entries:
             pipe.eval(RECENT_SCRIPT, 1, RECENT_REQUESTS, self._recent_max, ENTRY_FIELD, *entries)
 

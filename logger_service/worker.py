@@ -6,6 +6,9 @@ the entries it had read but not acknowledged are read again from the group's pen
 own, by its stable consumer name; a dead consumer's, through XAUTOCLAIM) and the ones already
 written are skipped.
 
+The same loop drains the stream of the Redis names before hash tags while it exists, and the
+key file loop moves what else an upgrade needs (logger_service/upgrade.py).
+
 After each batch the rollup task counts the new lines into the usage aggregates in Redis
 (logger_service/rollup.py); the sink rotates events.jsonl, and the tidy task writes the rotated
 files' sidecars and deletes those past retention (logger_service/rotated.py).
@@ -35,9 +38,9 @@ import contextlib
 import functools
 import logging
 import time
+from datetime import UTC, datetime
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from logger_service.health import DiskError, Health
 from logger_service.keyfile import KeyFileKeeper
@@ -45,8 +48,10 @@ from logger_service.records import record_line
 from logger_service.rollup import Rollup
 from logger_service.rotated import delete_expired, missing_sidecars, write_sidecar
 from logger_service.sink import EventSink
+from logger_service.upgrade import OLD_STREAM, drop_if_empty, retire_old_names
 from shared import redis_names
 from shared.prices import PriceBook, PriceTable
+from shared.redis_client import REDIS_ERRORS, RedisClient, Script
 from shared.settings import Settings
 from shared.supervision import Supervisor
 
@@ -92,7 +97,7 @@ class LoggerFailed(Exception):
 
 
 class UsageLogger:
-    def __init__(self, settings: Settings, redis: Redis) -> None:
+    def __init__(self, settings: Settings, redis: RedisClient) -> None:
         self._settings = settings
         self._redis = redis
         self._consumer = settings.logger_consumer
@@ -109,7 +114,8 @@ class UsageLogger:
         self.supervisor = Supervisor()
         self._stop = asyncio.Event()
         self._rollup_due = asyncio.Event()
-        self._read_bounded = redis.register_script(READ_BOUNDED)
+        self._read_bounded = Script(READ_BOUNDED)
+        self._old_names_retired = False
         self.written = 0
 
     def stop(self) -> None:
@@ -150,6 +156,9 @@ class UsageLogger:
                 try:
                     await self.keyfile.tick()
                     self.health.disk_ok(self.keyfile.path.name)
+                    if not self._old_names_retired:
+                        now = datetime.now(UTC)
+                        self._old_names_retired = await retire_old_names(self._redis, now)
                 except DiskError as error:
                     self.health.disk_failed(error)
                     delay = DISK_RETRY_SECONDS
@@ -158,7 +167,7 @@ class UsageLogger:
                     keys_file_error=self.keyfile.file_error,
                     prices=self.prices,
                 )
-            except (RedisError, OSError) as error:
+            except REDIS_ERRORS as error:
                 log.warning("key file sync: Redis unavailable (%s)", error)
             await self._sleep(delay)
 
@@ -168,7 +177,7 @@ class UsageLogger:
         while not self._stop.is_set():
             try:
                 await self.rollup.catch_up()
-            except (RedisError, OSError) as error:
+            except REDIS_ERRORS as error:
                 log.warning("usage rollup: %s; retrying", error)
             await self._sleep(ROLLUP_EVERY_SECONDS, self._rollup_due)
             self._rollup_due.clear()
@@ -191,41 +200,57 @@ class UsageLogger:
     async def _events_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                await self._ensure_group()
+                await self._ensure_group(redis_names.EVENTS_STREAM)
                 await self._consume()
             except DiskError as error:  # the entries stay pending: read and written again
                 self.health.disk_failed(error)
                 await self._sleep(DISK_RETRY_SECONDS)
-            except (RedisError, OSError) as error:
+            except REDIS_ERRORS as error:
                 log.warning("event stream: Redis unavailable (%s); retrying", error)
                 await self._sleep(RETRY_DELAY_SECONDS)
 
-    async def _ensure_group(self) -> None:
+    async def _ensure_group(self, stream: str) -> None:
         try:
-            await self._redis.xgroup_create(
-                redis_names.EVENTS_STREAM, redis_names.LOGGER_GROUP, id="0", mkstream=True
-            )
+            await self._redis.xgroup_create(stream, redis_names.LOGGER_GROUP, id="0", mkstream=True)
         except ResponseError as error:
             if "BUSYGROUP" not in str(error):
                 raise
 
     async def _consume(self) -> None:
         """Own pending entries first (a previous run's), then new ones, claiming dead
-        consumers' leftovers now and then."""
-        while not self._stop.is_set() and await self._read_batch("0"):
+        consumers' leftovers and draining the old stream now and then."""
+        stream = redis_names.EVENTS_STREAM
+        while not self._stop.is_set() and await self._read_batch(stream, "0"):
             pass
         next_claim = 0.0
         while not self._stop.is_set():
             if time.monotonic() >= next_claim:
-                await self._claim_abandoned()
+                await self._claim_abandoned(stream)
+                await self._drain_old_stream()
                 next_claim = time.monotonic() + CLAIM_EVERY_SECONDS
-            if not await self._read_batch(">"):
+            if not await self._read_batch(stream, ">", wait=True):
                 await asyncio.sleep(GATHER_SECONDS)
 
-    async def _read_batch(self, start: str) -> bool:
-        """Read a batch bounded in bytes and write it; True if it was full (more may wait)."""
+    async def _drain_old_stream(self) -> None:
+        """The stream of the names before hash tags (logger_service/upgrade.py), while it
+        exists: read to its end as ours is, then deleted once empty."""
+        if not await self._redis.exists(OLD_STREAM):
+            return
+        await self._ensure_group(OLD_STREAM)
+        while not self._stop.is_set() and await self._read_batch(OLD_STREAM, "0"):
+            pass
+        await self._claim_abandoned(OLD_STREAM)
+        while not self._stop.is_set() and await self._read_batch(OLD_STREAM, ">"):
+            pass
+        if await drop_if_empty(self._redis, OLD_STREAM):
+            log.warning("the old event stream %s is written out and deleted", OLD_STREAM)
+
+    async def _read_batch(self, stream: str, start: str, *, wait: bool = False) -> bool:
+        """Read a batch bounded in bytes and write it; True if it was full (more may wait).
+        `wait`: when no new entry is there, wait up to BLOCK_MS for one."""
         reply = await self._read_bounded(
-            keys=[redis_names.EVENTS_STREAM],
+            self._redis,
+            keys=[stream],
             args=[
                 redis_names.LOGGER_GROUP,
                 self._consumer,
@@ -235,24 +260,24 @@ class UsageLogger:
             ],
         )
         entries = [(entry_id, _fields(flat)) for entry_id, flat in reply]
-        if not entries and start == ">":
+        if not entries and wait:
             waited = await self._redis.xreadgroup(
                 redis_names.LOGGER_GROUP,
                 self._consumer,
-                {redis_names.EVENTS_STREAM: start},
+                {stream: ">"},
                 count=1,
                 block=BLOCK_MS,
             )
             entries = waited[0][1] if waited else []
-        await self._write(entries)
+        await self._write(stream, entries)
         size = sum(map(_entry_bytes, entries))
         return len(entries) >= BATCH_SIZE or size >= self._settings.logger_batch_bytes
 
-    async def _claim_abandoned(self) -> None:
+    async def _claim_abandoned(self, stream: str) -> None:
         """Take over what dead consumers left pending (ids only: no entry is carried twice),
         then write it as this consumer's own pending entries."""
         while await self._redis.xautoclaim(
-            redis_names.EVENTS_STREAM,
+            stream,
             redis_names.LOGGER_GROUP,
             self._consumer,
             min_idle_time=CLAIM_IDLE_MS,
@@ -260,10 +285,10 @@ class UsageLogger:
             count=BATCH_SIZE,
             justid=True,
         ):
-            while not self._stop.is_set() and await self._read_batch("0"):
+            while not self._stop.is_set() and await self._read_batch(stream, "0"):
                 pass
 
-    async def _write(self, entries: list) -> None:
+    async def _write(self, stream: str, entries: list) -> None:
         """Append, fsync, then acknowledge and delete: never the other way round. Each call
         ends a read/write cycle: progress, for the heartbeat. A pending entry deleted from the
         stream (no fields) is only acknowledged: there is nothing left to write."""
@@ -276,7 +301,7 @@ class UsageLogger:
         if lines:
             self.written += await self._append(lines)
         if entries:
-            await self._acknowledge([entry_id for entry_id, _ in entries])
+            await self._acknowledge(stream, [entry_id for entry_id, _ in entries])
         self.health.progressed()
 
     def _lines(self, entries: list, prices: PriceTable | None) -> list[tuple[str, bytes]]:
@@ -293,10 +318,10 @@ class UsageLogger:
         self.health.disk_ok(self.sink.path.name)
         return written
 
-    async def _acknowledge(self, ids: list) -> None:
+    async def _acknowledge(self, stream: str, ids: list) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xack(redis_names.EVENTS_STREAM, redis_names.LOGGER_GROUP, *ids)
-            pipe.xdel(redis_names.EVENTS_STREAM, *ids)
+            pipe.xack(stream, redis_names.LOGGER_GROUP, *ids)
+            pipe.xdel(stream, *ids)
             await pipe.execute()
         self._rollup_due.set()
 

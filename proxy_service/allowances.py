@@ -11,14 +11,22 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from redis.asyncio import Redis
-
-from proxy_service.limits import Scope, limit_keys, period_ends, spend_key
+from proxy_service.limits import Scope, period_ends
 from shared.budgets import PERIOD_OF, Period, budgets_of, to_nano
 from shared.keys import KeyRecord, json_time
 from shared.prices import money_text, usd_text
+from shared.redis_client import RedisClient
+from shared.redis_names import limit_keys, spend_key
 
 MINUTE_MS = 60_000
+READ_LIMITS = """
+local t = redis.call('TIME')
+local state = redis.call('HMGET', KEYS[2], 'level', 'ts')
+return {t[1], t[2], redis.call('GET', KEYS[1]), state[1], state[2],
+        redis.call('GET', KEYS[3]), redis.call('GET', KEYS[4])}
+"""
+"""One key's rpm, tpm and token quota state with the time of the node that holds them (ADMIT's
+clock), read at one instant: [seconds, micros, tat, level, ts, daily, monthly]."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +39,8 @@ class Budget:
     name: str
     """budget_usd_daily or budget_usd_monthly."""
     amount: Decimal
+    user_id: str
+    """Whose hash tag holds the counter: the user's own, or the key's user."""
 
     @property
     def period(self) -> Period:
@@ -55,21 +65,32 @@ class Budget:
             "resets_at": json_time(day_end if self.period == "daily" else month_end),
         }
 
+    def counter(self, now: datetime) -> str:
+        """The name of its counter in `now`'s period."""
+        key_id = self.ident if self.scope == "key" else None
+        return spend_key(self.period, self.user_id, key_id, now)
+
 
 def budgets_of_record(scope: Scope, ident: str, record: Any) -> list[Budget]:
-    return [Budget(scope, ident, name, amount) for name, amount in budgets_of(record)]
+    """The budgets of a user (`ident` its user_id) or of a key (`ident` its key_id, `record` a
+    KeyRecord)."""
+    user_id = ident if scope == "user" else record.user_id
+    return [Budget(scope, ident, name, amount, user_id) for name, amount in budgets_of(record)]
 
 
-async def spent(redis: Redis, budgets: Sequence[Budget], now: datetime) -> list[int]:
-    """Nano-USD spent against each budget in `now`'s period (one MGET; none for no budget)."""
+async def spent(redis: RedisClient, budgets: Sequence[Budget], now: datetime) -> list[int]:
+    """Nano-USD spent against each budget in `now`'s period, in one round trip (a GET each,
+    not an MGET: the counters of different users lie in different cluster slots)."""
     if not budgets:
         return []
-    names = [spend_key(b.period, b.scope, b.ident, now) for b in budgets]
-    return [int(value or 0) for value in await redis.mget(names)]
+    async with redis.pipeline(transaction=False) as pipe:
+        for budget in budgets:
+            pipe.get(budget.counter(now))
+        return [int(value or 0) for value in await pipe.execute()]
 
 
 async def budget_views(
-    redis: Redis, budgets: Sequence[Budget], warn_percent: int, now: datetime
+    redis: RedisClient, budgets: Sequence[Budget], warn_percent: int, now: datetime
 ) -> dict[tuple[Scope, str], dict[str, dict[str, Any]]]:
     """(scope, id) -> budget name -> its view, for every budget given."""
     views: dict[tuple[Scope, str], dict[str, dict[str, Any]]] = {}
@@ -80,7 +101,11 @@ async def budget_views(
 
 
 async def owner_budget_views(
-    redis: Redis, scope: Scope, owners: Sequence[tuple[str, Any]], warn_percent: int, now: datetime
+    redis: RedisClient,
+    scope: Scope,
+    owners: Sequence[tuple[str, Any]],
+    warn_percent: int,
+    now: datetime,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """id -> budget name -> its view, for (id, record) pairs of one scope (empty: no budget)."""
     budgets = [b for ident, record in owners for b in budgets_of_record(scope, ident, record)]
@@ -88,29 +113,27 @@ async def owner_budget_views(
     return {ident: views.get((scope, ident), {}) for ident, _ in owners}
 
 
-async def token_limits(redis: Redis, key: KeyRecord, now: datetime) -> dict[str, dict[str, Any]]:
+async def token_limits(
+    redis: RedisClient, key: KeyRecord, now: datetime
+) -> dict[str, dict[str, Any]]:
     """Each token or request limit of the key: the limit, what is used against it now, what is
     left (as ADMIT computes them, on Redis' clock)."""
     return (await many_token_limits(redis, [key], now))[key.key_id]
 
 
 async def many_token_limits(
-    redis: Redis, keys: Sequence[KeyRecord], now: datetime
+    redis: RedisClient, keys: Sequence[KeyRecord], now: datetime
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """key_id -> token_limits of each key, read in one transaction whatever their number."""
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.time()
+    """key_id -> token_limits of each key, in one round trip whatever their number: READ_LIMITS
+    for each (EVAL: in a pipeline, see shared/redis_client.py Script)."""
+    async with redis.pipeline(transaction=False) as pipe:
         for key in keys:
-            rpm_key, tpm_key, daily_key, monthly_key = limit_keys(key.key_id, key.user_id, now)[:4]
-            pipe.get(rpm_key)
-            pipe.hmget(tpm_key, "level", "ts")
-            pipe.get(daily_key)
-            pipe.get(monthly_key)
-        (seconds, micros), *counters = await pipe.execute()
-    now_ms = seconds * 1000 + micros // 1000
+            names = limit_keys(key.key_id, key.user_id, now)[:4]
+            pipe.eval(READ_LIMITS, len(names), *names)
+        states = await pipe.execute()
     found = {}
-    for index, key in enumerate(keys):
-        tat, (level, ts), daily, monthly = counters[4 * index : 4 * index + 4]
+    for key, (seconds, micros, tat, level, ts, daily, monthly) in zip(keys, states, strict=True):
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
         used = {
             "rpm_limit": _requests_in_window(key.rpm_limit, tat, now_ms),
             "tpm_limit": _tokens_in_bucket(key.tpm_limit, level, ts, now_ms),

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
@@ -45,6 +44,7 @@ from proxy_service.state import ProxyState
 from proxy_service.ui.app import create_ui_apps
 from proxy_service.upstream import Upstream
 from shared.prices import PriceBook
+from shared.redis_client import REDIS_ERRORS, connect
 from shared.settings import Settings
 from shared.supervision import Supervisor
 
@@ -79,7 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        redis = connect(settings, timeout=5)
         upstream = Upstream(settings)
         keys = KeyStore(redis)
         events = EventPublisher(redis, EventBounds.from_settings(settings))
@@ -108,7 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
         for mounted in dashboard:
             mounted.state.proxy = app.state.proxy
         app.state.proxy.shutdown.install()
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_ERRORS):
             await keys.reload_all()
         supervisor.start("key_sync", keys.run, restart=True)
         supervisor.start("publisher", events.run, restart=True)

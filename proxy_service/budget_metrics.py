@@ -15,12 +15,11 @@ from datetime import UTC, datetime
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from proxy_service.allowances import Budget, budgets_of_record, spent
 from proxy_service.keystore import KeyStore
 from proxy_service.metric_counts import ClientLabels, Counts
+from shared.redis_client import REDIS_ERRORS, RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ class BudgetMetrics(Collector):
         name, _ = self._models.label(model or "")
         self.unpriced.add(name, action)
 
-    async def refresh(self, redis: Redis, keys: KeyStore, warn_percent: int) -> None:
+    async def refresh(self, redis: RedisClient, keys: KeyStore, warn_percent: int) -> None:
         """Read the spend of every budget of the replica's key set and user settings."""
         budgets = [
             budget
@@ -59,7 +58,7 @@ class BudgetMetrics(Collector):
             budgets += budgets_of_record("user", user.user_id, user)
         try:
             used = await spent(redis, budgets, datetime.now(UTC))
-        except (RedisError, OSError) as error:
+        except REDIS_ERRORS as error:
             log.debug("budget gauges left out: %s", error)
             self._spent = None
             return

@@ -20,9 +20,9 @@ from collections.abc import Iterator, Mapping
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
-from redis.exceptions import RedisError
 
 from proxy_service.convert.anthropic.errors import error_body, status_error_type
+from shared.redis_client import REDIS_FAILURES
 from shared.sse import EventTooLarge
 from shared.supervision import describe_failure
 
@@ -170,7 +170,7 @@ def error_response(error: Exception, request: Request) -> Response:
     path = request.url.path
     if isinstance(error, ProxyError):
         proxy_error = error
-    elif isinstance(error, RedisError):
+    elif isinstance(error, REDIS_FAILURES):
         proxy_error = ProxyError.with_status(503, "key store unavailable (Redis); retry shortly")
     else:
         log.error("unhandled error on %s: %s", path, describe_failure(error))

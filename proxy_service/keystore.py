@@ -2,7 +2,8 @@
 Redis pub/sub.
 
 The hot path (`lookup`, `user`) is a dict read: no request waits on Redis. A change published
-on KEYS_CHANNEL or USERS_CHANNEL reaches every subscribed replica in milliseconds; after any
+on KEYS_CHANNEL or USERS_CHANNEL (sharded pub/sub on a cluster: shared/redis_client.py's
+`announce` and `listen`) reaches every subscribed replica in milliseconds; after any
 disconnect the whole set is reloaded, and a periodic full reload bounds staleness even if a
 message is lost. While Redis is unreachable the last known set keeps serving.
 """
@@ -12,11 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from shared import redis_names
 from shared.keys import KeyRecord
+from shared.redis_client import REDIS_ERRORS, RedisClient, listen
 from shared.users import UserSettings
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,7 @@ def _cancel_requested() -> bool:
 
 
 class KeyStore:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
         self._records: dict[str, KeyRecord] = {}
         self._users: dict[str, UserSettings] = {}
@@ -98,7 +97,7 @@ class KeyStore:
         while True:
             try:
                 await self._follow()
-            except (RedisError, OSError) as error:
+            except REDIS_ERRORS as error:
                 if _cancel_requested():
                     raise asyncio.CancelledError from error
                 if self.connected:
@@ -108,13 +107,13 @@ class KeyStore:
 
     async def _follow(self) -> None:
         async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-            await pubsub.subscribe(redis_names.KEYS_CHANNEL, redis_names.USERS_CHANNEL)
+            receive = await listen(pubsub, redis_names.KEYS_CHANNEL, redis_names.USERS_CHANNEL)
             await self.reload_all()
             self.connected = True
             loop = asyncio.get_running_loop()
             next_full_reload = loop.time() + FULL_RELOAD_SECONDS
             while True:
-                message = await pubsub.get_message(timeout=1.0)
+                message = await receive(1.0)
                 if _cancel_requested():
                     raise asyncio.CancelledError  # redis-py may turn a cancel into a timeout
                 if message is not None:

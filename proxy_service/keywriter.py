@@ -6,18 +6,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 
-from redis.asyncio import Redis
-
 from proxy_service.keystore import KeyStore
 from shared import redis_names
 from shared.keys import KeyRecord
+from shared.redis_client import RedisClient, announce
 from shared.users import UserSettings
 
 PERSIST_POLL_SECONDS = 0.05
 
 
 class KeyWriter:
-    def __init__(self, redis: Redis, keys: KeyStore) -> None:
+    def __init__(self, redis: RedisClient, keys: KeyStore) -> None:
         self._redis = redis
         self._keys = keys
 
@@ -44,9 +43,9 @@ class KeyWriter:
                 else:
                     pipe.hset(redis_names.USERS_HASH, user_id, settings.to_redis())
             for record in [*remove, *put]:
-                pipe.publish(redis_names.KEYS_CHANNEL, record.key_hash)
+                announce(pipe, redis_names.KEYS_CHANNEL, record.key_hash)
             for user_id in users:
-                pipe.publish(redis_names.USERS_CHANNEL, user_id)
+                announce(pipe, redis_names.USERS_CHANNEL, user_id)
             version, *_ = await pipe.execute()
         for record in remove:
             self._keys.apply(record.key_hash, None)

@@ -30,13 +30,11 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from proxy_service.errors import ProxyError
-from shared import redis_names
-from shared.budgets import Period, to_nano
+from shared.budgets import to_nano
 from shared.keys import KeyRecord
+from shared.redis_client import REDIS_ERRORS, RedisClient, Script
+from shared.redis_names import limit_keys
 from shared.users import UserSettings
 
 log = logging.getLogger(__name__)
@@ -138,27 +136,6 @@ class LimitsUnavailable(ProxyError):
     code = "limits_unavailable"
 
 
-def limit_keys(key_id: str, user_id: str, now: datetime) -> list[str]:
-    """ADMIT's KEYS: the key's rpm and tpm state, then COUNTED's counters for `now`'s periods."""
-    base = f"{redis_names.LIMITS_PREFIX}{key_id}:"
-    return [
-        base + "rpm",
-        base + "tpm",
-        base + now.strftime("d:%Y%m%d"),
-        base + now.strftime("m:%Y%m"),
-        spend_key("daily", "key", key_id, now),
-        spend_key("monthly", "key", key_id, now),
-        spend_key("daily", "user", user_id, now),
-        spend_key("monthly", "user", user_id, now),
-    ]
-
-
-def spend_key(period: Period, scope: Scope, ident: str, now: datetime) -> str:
-    """The nano-USD counter of a key's or user's spend in `now`'s day or month (UTC)."""
-    stamp = now.strftime("d:%Y%m%d" if period == "daily" else "m:%Y%m")
-    return f"{redis_names.SPEND_PREFIX}{stamp}:{scope}:{ident}"
-
-
 def counted_bounds(key: KeyRecord, user: UserSettings | None) -> list[int]:
     """The bound of each of COUNTED (0: not set): tokens, then nano-USD."""
     return [
@@ -194,9 +171,10 @@ def period_ends(now: datetime) -> tuple[datetime, datetime]:
 
 
 class Limiter:
-    def __init__(self, redis: Redis, fail_open: bool) -> None:
-        self._admit = redis.register_script(ADMIT)
-        self._charge = redis.register_script(CHARGE)
+    def __init__(self, redis: RedisClient, fail_open: bool) -> None:
+        self._redis = redis
+        self._admit = Script(ADMIT)
+        self._charge = Script(CHARGE)
         self._fail_open = fail_open
         self._charges: set[asyncio.Task[None]] = set()
 
@@ -210,10 +188,11 @@ class Limiter:
         args = [key.rpm_limit or 0, key.tpm_limit or 0, to_day_end * 1000, to_month_end * 1000]
         try:
             allowed, retry_after, which = await self._admit(
+                self._redis,
                 keys=limit_keys(key.key_id, key.user_id, now),
                 args=args + counted_bounds(key, user),
             )
-        except (RedisError, OSError) as error:
+        except REDIS_ERRORS as error:
             if self._fail_open:
                 log.warning("limits unavailable (%s); serving (LIMITS_FAIL_OPEN)", error)
                 return
@@ -243,8 +222,8 @@ class Limiter:
     async def _charge_now(self, key: KeyRecord, args: list[int]) -> None:
         keys = limit_keys(key.key_id, key.user_id, datetime.now(UTC))
         try:
-            await self._charge(keys=keys[1:], args=args)
-        except (RedisError, OSError) as error:
+            await self._charge(self._redis, keys=keys[1:], args=args)
+        except REDIS_ERRORS as error:
             log.warning("could not charge %s: %s", key.key_id, error)
 
 

@@ -40,11 +40,10 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from proxy_service.event_bounds import BoundedEvents, EncodedEvent, encode_event
 from shared import redis_names
+from shared.redis_client import REDIS_ERRORS, RedisClient
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -123,7 +122,7 @@ def sanitised(event: dict[str, Any], reason: str) -> dict[str, Any]:
 
 
 class EventPublisher:
-    def __init__(self, redis: Redis, bounds: EventBounds) -> None:
+    def __init__(self, redis: RedisClient, bounds: EventBounds) -> None:
         self._redis = redis
         self._bounds = bounds
         self._buffer = BoundedEvents(bounds.buffer_bytes, BUFFER_WHY)
@@ -192,7 +191,7 @@ class EventPublisher:
                 continue
             try:
                 await self.flush_once()
-            except (RedisError, OSError) as error:
+            except REDIS_ERRORS as error:
                 if self.redis_ok:
                     log.warning("cannot publish usage events (%s); buffering", error)
                 self.redis_ok = False
@@ -336,7 +335,7 @@ class EventPublisher:
         while self._buffer and loop.time() < deadline:
             try:
                 await self.flush_once(at_shutdown=True)
-            except (RedisError, OSError):
+            except REDIS_ERRORS:
                 await asyncio.sleep(RETRY_DELAY_SECONDS)
         if self._buffer:
             log.error("shutting down with %d unpublished usage events", len(self._buffer))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from proxy_service.admin_guard import AdminGuard
 from proxy_service.convert.anthropic.request import ConversionOptions
 from proxy_service.convert.responses import ResponsesOptions
@@ -18,6 +16,7 @@ from proxy_service.publisher import EventPublisher
 from proxy_service.shutdown import ShutdownWatch
 from proxy_service.upstream import Upstream
 from shared.prices import PriceBook
+from shared.redis_client import RedisClient
 from shared.settings import Settings
 from shared.supervision import Supervisor
 
@@ -25,7 +24,7 @@ from shared.supervision import Supervisor
 @dataclass(frozen=True, slots=True)
 class ProxyState:
     settings: Settings
-    redis: Redis
+    redis: RedisClient
     keys: KeyStore
     events: EventPublisher
     upstream: Upstream

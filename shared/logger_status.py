@@ -7,10 +7,9 @@ from __future__ import annotations
 import time
 
 from pydantic import BaseModel, ValidationError
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from shared import redis_names
+from shared.redis_client import REDIS_ERRORS, RedisClient
 
 STATUS_FRESH_SECONDS = 10.0
 """A report older than this is a stopped logger's: ignored."""
@@ -32,7 +31,7 @@ class LoggerStatus(BaseModel):
     """Why PRICES_FILE is not the table in force (the last good one is kept); None when it is."""
 
 
-async def running_loggers(redis: Redis) -> dict[str, LoggerStatus]:
+async def running_loggers(redis: RedisClient) -> dict[str, LoggerStatus]:
     """Consumer name -> report, for the loggers that reported recently."""
     now = time.time()
     reports = {}
@@ -46,13 +45,13 @@ async def running_loggers(redis: Redis) -> dict[str, LoggerStatus]:
     return reports
 
 
-async def files_report(redis: Redis) -> dict[str, str | None] | None:
+async def files_report(redis: RedisClient) -> dict[str, str | None] | None:
     """What /readyz shows: "ok" or the first logger's error, for keys.json, the disk and the
     price file, and the first logger's price table version; None when no logger reports (or
     Redis does not answer)."""
     try:
         reports = await running_loggers(redis)
-    except (RedisError, OSError):
+    except REDIS_ERRORS:
         return None
     if not reports:
         return None

@@ -1,67 +1,94 @@
-"""Every Redis key, channel, stream and group name the services share, in one place."""
+"""Every Redis key, channel, stream and group name the services share, in one place.
 
-EVENTS_STREAM = "b23:events"
+Naming scheme, so the same names work on one Redis and on a Redis Cluster: `b23:{<tag>}:<rest>`.
+Redis Cluster hashes only the part between the first `{` and the next `}` (the hash tag) to pick
+a key's slot, and refuses a Lua script, a MULTI/EXEC or a multi-key command whose keys lie in
+more than one slot (CROSSSLOT). So every group of keys that one script or transaction touches
+shares a tag (tests/test_redis_slots.py fails on any group the code sends that spans two):
+
+- `{keys}`: the key set and user settings, their versions, the loaded marker, the file digest,
+  and both change channels (SPUBLISH rides in the key set's MULTI on a cluster).
+- `{events}`: the event stream and the epoch the proxies read in the same round trip.
+- `{usage}`: the usage aggregates: the rollup's MULTI moves the watermark with every cell it
+  counts, the group registry and the recent-requests window, so all of them share one tag and
+  therefore one slot (one node carries the aggregates; they are small and written by one
+  logger at a time).
+- `{logger}`: the loggers' heartbeat and status reports, written in one pipeline.
+- `{u:<user_id>}`: one user's limit state and budget counters, and those of each of the user's
+  keys: the ADMIT and CHARGE scripts of a key touch the key's own counters and its user's
+  budget counters together. (So a key whose user_id changes starts its counters afresh.)
+Ids inside names are percent-escaped (`name_part`): a `:`, `{` or `}` in a user_id or key_id can
+neither end the tag early nor make two counters share a name.
+
+Names only ever used by a command of their own (the dashboard's sessions and login throttle)
+keep plain names: they form no group.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from shared.budgets import Period
+
+EVENTS_STREAM = "b23:{events}:stream"
 """Stream of usage events: proxies XADD, the logger reads through LOGGER_GROUP."""
 
 LOGGER_GROUP = "b23-logger"
 
-KEYS_HASH = "b23:keys"
+REDIS_EPOCH = "b23:{events}:epoch"
+"""A random value set once per Redis dataset: when it changes, Redis restarted empty (or was
+flushed) and whatever it had not yet handed to the logger may be gone. Read in the same round
+trip as EVENTS_STREAM's state, from the node that holds the stream."""
+
+KEYS_HASH = "b23:{keys}:records"
 """Hash of SHA-256(api key) -> key record JSON; the clear key is never stored."""
 
-KEYS_VERSION = "b23:keys:version"
+KEYS_VERSION = "b23:{keys}:version"
 """Counter bumped by every change of KEYS_HASH, so writers know what has been persisted."""
 
-KEYS_PERSISTED_VERSION = "b23:keys:persisted"
+KEYS_PERSISTED_VERSION = "b23:{keys}:persisted"
 """Highest KEYS_VERSION the logger has written to keys.json."""
 
-KEYS_LOADED = "b23:keys:loaded"
+KEYS_LOADED = "b23:{keys}:loaded"
 """Set by the logger once keys.json is in Redis; its absence means Redis lost the key set."""
 
-KEYS_CHANNEL = "b23:keys:changed"
+KEYS_FILE_DIGEST = "b23:{keys}:file-digest"
+"""SHA-256 of keys.json as the logger last wrote or loaded it: a different file is a hand edit."""
+
+KEYS_CHANNEL = "b23:{keys}:changed"
 """Pub/sub channel: a key hash whose record changed, or '*' when the whole set was replaced."""
 
-USERS_HASH = "b23:users"
+USERS_HASH = "b23:{keys}:users"
 """Hash of user_id -> user settings JSON (shared/users.py); changed and persisted with KEYS_HASH
 (KEYS_VERSION, keys.json's `users`)."""
 
-USERS_CHANNEL = "b23:users:changed"
+USERS_CHANNEL = "b23:{keys}:users-changed"
 """Pub/sub channel: a user_id whose settings changed (a '*' on KEYS_CHANNEL reloads them all)."""
 
-LOGGER_HEARTBEAT = "b23:logger:heartbeat"
+LOGGER_HEARTBEAT = "b23:{logger}:heartbeat"
 """Key with a short TTL refreshed by a live logger (health check)."""
 
-KEYS_FILE_DIGEST = "b23:keys:file-digest"
-"""SHA-256 of keys.json as the logger last wrote or loaded it: a different file is a hand edit."""
+LOGGER_STATUS = "b23:{logger}:status"
+"""Hash of logger consumer name -> its status report JSON (shared/logger_status.py): keys.json
+and disk errors, for /readyz and `python -m logger_service --check`."""
 
-REDIS_EPOCH = "b23:epoch"
-"""A random value set once per Redis dataset: when it changes, Redis restarted empty (or was
-flushed) and whatever it had not yet handed to the logger may be gone."""
-
-LIMITS_PREFIX = "b23:limit:"
-"""Per-key limit state: `{prefix}{key_id}:rpm`, `:tpm`, `:d:YYYYMMDD`, `:m:YYYYMM`."""
-
-SPEND_PREFIX = "b23:spend:"
-"""Money budget counters, nano-USD per UTC period: `{prefix}d:YYYYMMDD:key:{key_id}`,
-`{prefix}m:YYYYMM:user:{user_id}` (the id last, so any user_id names one counter)."""
-
-USAGE_PREFIX = "b23:usage:"
+USAGE_PREFIX = "b23:{usage}:"
 """Prefix of every usage aggregate key (layout in shared/usage_layout.py); a rebuild deletes all
 keys under it."""
 
-USAGE_GROUPS = "b23:usage:groups"
+USAGE_GROUPS = USAGE_PREFIX + "groups"
 """Hash of usage group id -> JSON [user_id, key_id, model, client_app]."""
 
-USAGE_WATERMARK = "b23:usage:watermark"
+USAGE_WATERMARK = USAGE_PREFIX + "watermark"
 """JSON {"file": digest of a file's first line, "offset": bytes}: every line of the event files
 before this point is counted in the usage aggregates, none after it. Absent: rebuild."""
 
-RECENT_REQUESTS = "b23:usage:recent"
+RECENT_REQUESTS = USAGE_PREFIX + "recent"
 """Stream of the last RECENT_REQUESTS_MAX counted record lines, metadata only, in file order
 (shared/recent_requests.py): written with the aggregates, so rebuilt with them."""
-
-LOGGER_STATUS = "b23:logger:status"
-"""Hash of logger consumer name -> its status report JSON (shared/logger_status.py): keys.json
-and disk errors, for /readyz and `python -m logger_service --check`."""
 
 UI_SESSION_PREFIX = "b23:ui:session:"
 """Dashboard and /me sessions: `{prefix}{sha256(session id)}` -> session JSON, with the idle
@@ -69,3 +96,41 @@ expiry as TTL (proxy_service/ui/sessions.py); the id itself is only in the brows
 
 UI_LOGIN_FAILURES_PREFIX = "b23:ui:login-failures:"
 """Failed dashboard and /me logins per client address in the current minute (a TTL'd counter)."""
+
+
+def name_part(ident: str) -> str:
+    """An id as it appears in a name: percent-escaped but for letters, digits and `_.-~@`, so
+    readable for ordinary ids and one-to-one for any."""
+    return quote(ident, safe="@")
+
+
+def user_tag(user_id: str) -> str:
+    """`b23:{u:<user_id>}:`, the prefix of every limit and budget counter of a user and of the
+    user's keys (proxy_service/limits.py)."""
+    return f"b23:{{u:{name_part(user_id)}}}:"
+
+
+def limit_keys(key_id: str, user_id: str, now: datetime) -> list[str]:
+    """The KEYS of proxy_service/limits.py's ADMIT: the key's rpm and tpm state, its token
+    quota counters and its and its user's budget counters for `now`'s day and month, all under
+    the user's tag: `b23:{u:<user>}:limit:<key>:rpm`, `:tpm`, `:d:YYYYMMDD`, `:m:YYYYMM`, then
+    four `spend_key`s."""
+    base = f"{user_tag(user_id)}limit:{name_part(key_id)}:"
+    return [
+        base + "rpm",
+        base + "tpm",
+        base + now.strftime("d:%Y%m%d"),
+        base + now.strftime("m:%Y%m"),
+        spend_key("daily", user_id, key_id, now),
+        spend_key("monthly", user_id, key_id, now),
+        spend_key("daily", user_id, None, now),
+        spend_key("monthly", user_id, None, now),
+    ]
+
+
+def spend_key(period: Period, user_id: str, key_id: str | None, now: datetime) -> str:
+    """The nano-USD counter of a key's spend (`key_id`) or of its user's (None) in `now`'s day
+    or month (UTC): `b23:{u:<user>}:spend:d:YYYYMMDD:key:<key>`, `...:spend:m:YYYYMM:user`."""
+    stamp = now.strftime("d:%Y%m%d" if period == "daily" else "m:%Y%m")
+    owner = "user" if key_id is None else f"key:{name_part(key_id)}"
+    return f"{user_tag(user_id)}spend:{stamp}:{owner}"

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_ADMIN_TOKEN_LENGTH = 16
@@ -60,6 +60,28 @@ class Settings(BaseSettings):
         description="Stream entry bytes the logger reads a batch (one entry more at most).",
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis used as bus and cache.")
+    redis_mode: Literal["standalone", "cluster", "sentinel"] = Field(
+        "standalone",
+        description="How Redis is reached: the one server at REDIS_URL (standalone), a Redis "
+        "Cluster (REDIS_CLUSTER_NODES, else REDIS_URL as its startup node), or the master "
+        "REDIS_SENTINELS know as REDIS_SENTINEL_MASTER (sentinel).",
+    )
+    redis_cluster_nodes: str = Field(
+        "",
+        description="REDIS_MODE=cluster: startup nodes, comma-separated host:port (empty: "
+        "REDIS_URL's); REDIS_URL's user and password apply to them.",
+    )
+    redis_sentinels: str = Field(
+        "",
+        validate_default=True,
+        description="REDIS_MODE=sentinel: the sentinels, comma-separated host:port.",
+    )
+    redis_sentinel_master: str = Field(
+        "",
+        validate_default=True,
+        description="REDIS_MODE=sentinel: the name the sentinels monitor the master under; "
+        "REDIS_URL's user, password and database apply to it.",
+    )
     event_buffer_bytes: int = Field(
         16 << 20,
         ge=1 << 16,
@@ -247,6 +269,23 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters")
         return value
 
+    @field_validator("redis_cluster_nodes", "redis_sentinels")
+    @classmethod
+    def _host_port_list(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip()
+        if value:
+            host_ports(value)
+        elif info.field_name == "redis_sentinels" and info.data.get("redis_mode") == "sentinel":
+            raise ValueError("is required with REDIS_MODE=sentinel")
+        return value
+
+    @field_validator("redis_sentinel_master")
+    @classmethod
+    def _master_named(cls, value: str, info: ValidationInfo) -> str:
+        if not value.strip() and info.data.get("redis_mode") == "sentinel":
+            raise ValueError("is required with REDIS_MODE=sentinel")
+        return value.strip()
+
     @field_validator("upstream_base_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:
@@ -261,6 +300,17 @@ class Settings(BaseSettings):
     @property
     def events_path(self) -> Path:
         return self.data_dir / "events.jsonl"
+
+
+def host_ports(text: str) -> list[tuple[str, int]]:
+    """`host:port,host:port` (an IPv6 host in brackets) as pairs; ValueError naming a bad one."""
+    pairs = []
+    for item in text.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{item.strip()!r} is not host:port")
+        pairs.append((host.removeprefix("[").removesuffix("]"), int(port)))
+    return pairs
 
 
 def describe_invalid_settings(error: ValidationError) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import os
 import resource
 import shutil
@@ -15,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,10 +48,72 @@ def file_size_limit(max_bytes: int) -> Callable[[], None]:
     return limit
 
 
-def free_port() -> int:
+PORTS_FLOOR = 10000
+PORTS_STATE = Path("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()) / "b23-test-ports"
+"""The next port to hand out, shared (under flock) by every test process on the machine: each
+xdist worker, a second pytest run in the same or another checkout or by another user, bench/
+and scripts/ (/tmp whatever TMPDIR says, so that all find the same file)."""
+
+
+def _ports() -> range:
+    """Ports below (or above) the kernel's ephemeral range, so that no outgoing connection and
+    no bind to port 0 is given one of them while the service it was picked for is starting."""
+    low, high = 32768, 60999
+    with contextlib.suppress(OSError, ValueError):
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    best = max(range(PORTS_FLOOR, low), range(high + 1, 65536), key=len)
+    return best if len(best) >= 1000 else range(PORTS_FLOOR, 65536)
+
+
+def _bindable(port: int) -> bool:
+    """Nothing listens on, nor is connected from, 127.0.0.1:port (no SO_REUSEADDR: a port still
+    in TIME_WAIT is skipped too)."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A free port that no other test process (another xdist worker, another run) was given:
+    binding port 0 and closing lets two processes get the same port before either server binds
+    it. Ports are handed out in turn from one counter under an exclusive flock, each checked
+    free; the counter persists, so a port comes back only after the whole range went round
+    (about 22,000 ports), never while the server it went to may still be starting, and a port
+    a test stops and starts again (RedisServer's outage) is not handed to anyone meanwhile."""
+    ports = _ports()
+    try:
+        fd = os.open(PORTS_STATE, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:  # another user's file that we may not write: one of our own
+        fd = os.open(f"{PORTS_STATE}-{os.getuid()}", os.O_RDWR | os.O_CREAT, 0o600)
+    with contextlib.suppress(PermissionError):
+        os.fchmod(fd, 0o666)  # past the umask: every user's test runs share the turn
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            turn = int(os.read(fd, 32) or b"0")
+        except ValueError:
+            turn = 0
+        for _ in range(len(ports)):
+            port = ports[turn % len(ports)]
+            turn += 1
+            if _bindable(port):
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.ftruncate(fd, 0)
+                os.write(fd, str(turn % len(ports)).encode())
+                return port
+        raise RuntimeError(f"no free port in {ports}")
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system, all threads) a process has used, from /proc/PID/stat: unlike
+    wall time, not stretched by other processes sharing the cores."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class ManagedProcess:
@@ -132,7 +196,15 @@ def wait_until(predicate, timeout: float, interval: float = 0.02, what: str = "c
         time.sleep(interval)
 
 
-def wait_http(url: str, process: ManagedProcess, timeout: float = 15, status: int = 200) -> None:
+START_TIMEOUT = 60
+"""Seconds a started service has to answer: it needs about 1 s of CPU to import and start, which
+takes many times that on a machine busy with the suite's parallel workers (and other people's
+work); a service that exits is reported at once, so only a hang waits this long."""
+
+
+def wait_http(
+    url: str, process: ManagedProcess, timeout: float = START_TIMEOUT, status: int = 200
+) -> None:
     def ready() -> bool:
         if not process.alive():
             raise AssertionError(f"{process.name} exited:\n{process.log()[-3000:]}")
@@ -149,6 +221,24 @@ def wait_http(url: str, process: ManagedProcess, timeout: float = 15, status: in
     raise AssertionError(f"{process.name} not ready at {url}:\n{process.log()[-3000:]}")
 
 
+def redis_server_argv(port: int, work_dir: Path, *extra: str) -> list[str]:
+    """A private, memory-only redis-server on 127.0.0.1:port (and `extra` options)."""
+    return [
+        shutil.which("redis-server") or "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        *extra,
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(work_dir),
+    ]
+
+
 class RedisServer:
     """A private redis-server on a free port; `kill()`/`start()` simulate an outage."""
 
@@ -157,22 +247,7 @@ class RedisServer:
         self.work_dir = work_dir
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process = ManagedProcess(
-            "redis",
-            [
-                shutil.which("redis-server") or "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(work_dir),
-            ],
-            dict(os.environ),
-            work_dir,
+            "redis", redis_server_argv(self.port, work_dir), dict(os.environ), work_dir
         )
 
     def start(self) -> RedisServer:
@@ -180,9 +255,19 @@ class RedisServer:
         import redis
 
         client = redis.Redis.from_url(self.url)
-        wait_until(client.ping, 10, what="redis-server")
-        client.close()
-        return self
+        deadline = time.monotonic() + START_TIMEOUT
+        try:
+            while True:
+                if not self.process.alive():
+                    raise AssertionError(f"redis-server exited:\n{self.process.log()[-3000:]}")
+                with contextlib.suppress(redis.RedisError):
+                    if client.ping():
+                        return self
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"redis-server not ready on port {self.port}")
+                time.sleep(0.02)
+        finally:
+            client.close()
 
     def stop(self) -> None:
         self.process.stop()
@@ -196,6 +281,10 @@ def service_env(redis_url: str, upstream_url: str, data_dir: Path, **extra: str)
         DATA_DIR=str(data_dir),
         ADMIN_TOKEN=ADMIN_TOKEN,
         PYTHONUNBUFFERED="1",
+        # An admin change answers 200 once the logger has written keys.json, 202 past this wait
+        # (3 s by default): a logger on a machine busy with the parallel suite can take longer,
+        # so 8 s, under the tests' 10 s client timeouts. Tests of the 202 set their own.
+        PERSIST_CONFIRM_TIMEOUT="8",
     )
     env.update(extra)
     return env

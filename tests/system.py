@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -114,6 +115,16 @@ class System:
         with contextlib.suppress(Exception):
             return "\n".join(p.log() for p in [*self.proxies, *self.loggers])
         return ""
+
+
+def replace_file(path: Path, content: bytes | str) -> None:
+    """`content` at `path` in one step (written aside, then renamed over it), as an operator's
+    tool that replaces a file does: a service polling the file can never read it half written,
+    as it can an in-place write (truncated, then written) on a busy machine. Tests of in-place
+    edits write in place on purpose."""
+    aside = path.with_name(f".{path.name}.replacing")
+    aside.write_bytes(content.encode() if isinstance(content, str) else content)
+    os.replace(aside, path)
 
 
 @contextlib.contextmanager

@@ -15,18 +15,12 @@ import pytest
 from redis.asyncio import Redis
 
 from proxy_service.allowances import Budget, budget_views, token_limits
-from proxy_service.limits import (
-    Limiter,
-    LimitsUnavailable,
-    RateLimited,
-    limit_keys,
-    seconds_to_period_ends,
-    spend_key,
-)
+from proxy_service.limits import Limiter, LimitsUnavailable, RateLimited, seconds_to_period_ends
 from proxy_service.spend import charged_nano
 from shared.budgets import MAX_CHARGED_NANO
 from shared.keys import KeyRecord, hash_api_key
 from shared.prices import parse_table
+from shared.redis_names import limit_keys, spend_key
 from shared.usage_split import split_usage
 from shared.users import UserSettings
 
@@ -72,8 +66,8 @@ async def test_a_key_budget_admits_below_it_and_refuses_at_it(limiter, redis):
     to_midnight, _ = seconds_to_period_ends(datetime.now(UTC))
     assert abs(int(refused.headers["retry-after"]) - to_midnight) <= 2
     now = datetime.now(UTC)
-    counter = spend_key("daily", "key", "daily", now)
-    assert counter == f"b23:spend:d:{now:%Y%m%d}:key:daily"
+    counter = spend_key("daily", "ursula", "daily", now)
+    assert counter == f"b23:{{u:ursula}}:spend:d:{now:%Y%m%d}:key:daily"
     assert int(await redis.get(counter)) == 3 * CENT
     assert 86400 < await redis.ttl(counter) <= 2 * 86400
 
@@ -102,9 +96,9 @@ async def test_a_user_budget_is_the_sum_of_the_users_keys(limiter, redis):
         assert refused.message.startswith("budget_usd_daily of this API key's user reached")
     await limiter.admit(key("other", user="olive"), None)  # another user's key: not counted
     now = datetime.now(UTC)
-    assert int(await redis.get(spend_key("daily", "user", "ursula", now))) == 2 * CENT
-    assert await redis.get(spend_key("daily", "key", "first", now)) is None  # no key budget
-    assert await redis.ttl(spend_key("daily", "user", "ursula", now)) > 86400
+    assert int(await redis.get(spend_key("daily", "ursula", None, now))) == 2 * CENT
+    assert await redis.get(spend_key("daily", "ursula", "first", now)) is None  # no key budget
+    assert await redis.ttl(spend_key("daily", "ursula", None, now)) > 86400
 
 
 async def test_the_longest_wait_of_the_refusing_limits_is_answered(limiter):
@@ -153,8 +147,8 @@ async def test_views_read_spend_and_token_limits_back(limiter, redis):
     assert limits["daily_token_quota"] == {"limit": 1000, "used": 18, "remaining": 982}
     assert "monthly_token_quota" not in limits
 
-    budget = Budget("key", "view", "budget_usd_daily", Decimal("0.04"))
-    await redis.set(spend_key("daily", "key", "view", datetime.now(UTC)), 3 * CENT + 1)
+    budget = Budget("key", "view", "budget_usd_daily", Decimal("0.04"), "ursula")
+    await redis.set(spend_key("daily", "ursula", "view", datetime.now(UTC)), 3 * CENT + 1)
     views = await budget_views(redis, [budget], 75, datetime.now(UTC))
     shown = views["key", "view"]["budget_usd_daily"]
     assert shown["budget_usd"] == "0.04" and shown["spent_usd"] == "0.030000001"

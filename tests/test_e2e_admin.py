@@ -72,6 +72,7 @@ def test_create_answers_the_key_once_and_never_again(system: System):
     assert "api_key" not in entry and len(entry["api_key_sha256"]) == 64
 
 
+@pytest.mark.alone  # a change in force within 1 s (tests/alone.py)
 def test_patch_deactivate_and_reactivate_in_force_on_the_other_replica(system: System):
     created = create(system)
     a, b = system.proxy_urls
@@ -84,6 +85,7 @@ def test_patch_deactivate_and_reactivate_in_force_on_the_other_replica(system: S
     assert call(a, created["api_key"]).status_code == 200
 
 
+@pytest.mark.alone  # a change in force within 1 s (tests/alone.py)
 def test_expired_key_is_refused(system: System):
     created = create(system, expires_at="2001-01-01T00:00:00Z")
     assert call(system.url, created["api_key"]).status_code == 401
@@ -93,6 +95,7 @@ def test_expired_key_is_refused(system: System):
     assert refused_within(system.proxy_urls[1], future["api_key"], 1.0) < 1.0
 
 
+@pytest.mark.alone  # a change in force within 1 s (tests/alone.py)
 def test_rotate_with_grace_then_old_key_refused(system: System):
     created = create(system)
     a, b = system.proxy_urls
@@ -112,6 +115,7 @@ def test_rotate_with_grace_then_old_key_refused(system: System):
     assert call(b, rotated["api_key"]).status_code == 200
 
 
+@pytest.mark.alone  # a change in force within 1 s (tests/alone.py)
 def test_rotate_without_grace_and_delete_in_force_everywhere(system: System):
     created = create(system)
     a, b = system.proxy_urls

@@ -8,7 +8,8 @@ import httpx
 import orjson
 import redis
 
-from tests.processes import free_port, proxy_process, wait_http
+from shared.redis_names import KEYS_HASH
+from tests.processes import START_TIMEOUT, free_port, proxy_process, wait_http, wait_until
 from tests.system import System
 
 
@@ -45,7 +46,7 @@ def test_readiness_persistence_and_reload_from_keys_json(redis_url, fake_upstrea
             == 200
         )
         system.start_logger()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + START_TIMEOUT  # the logger's start included
         while "pat" not in system.keys_path.read_text():
             assert time.monotonic() < deadline, (
                 "key upserted while the logger was down not persisted"
@@ -53,9 +54,9 @@ def test_readiness_persistence_and_reload_from_keys_json(redis_url, fake_upstrea
             time.sleep(0.05)
 
         redis.Redis.from_url(redis_url).flushdb()  # Redis lost everything
-        time.sleep(1.0)
         client = redis.Redis.from_url(redis_url)
-        assert client.hlen("b23:keys") == 2, "logger did not restore the key set from keys.json"
+        restored = lambda: client.hlen(KEYS_HASH) == 2  # noqa: E731
+        wait_until(restored, 10, what="the logger restoring the key set from keys.json")
         for key_headers in (headers, headers_pat):
             assert (
                 httpx.post(url + "/v1/chat/completions", json=body, headers=key_headers).status_code

@@ -63,6 +63,7 @@ def test_stream_usage_chunk_kept_when_client_asks(system: System):
     assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == USAGE["total_tokens"]
 
 
+@pytest.mark.alone  # a change in force within 1 s (tests/alone.py)
 def test_key_upserted_on_a_works_on_b_and_deactivated_on_b_refused_on_a_within_1s(
     system: System,
 ):

@@ -18,7 +18,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.processes import ManagedProcess, free_port, service_env, wait_http
+from tests.processes import ManagedProcess, free_port, service_env, wait_http, wait_until
 
 HEAD_TIMEOUT = 3
 MAX_HEAD = 65536
@@ -119,14 +119,17 @@ async def refused_head(proxy: Proxy, request: bytes) -> tuple[int, dict]:
     return status, orjson.loads(body)
 
 
+@pytest.mark.alone  # 1,600 connections accepted within the 3 s head timeout (tests/alone.py)
 async def test_half_sent_heads_neither_block_new_requests_nor_stay_open(proxy: Proxy):
     half_lines = [await proxy.connect() for _ in range(IDLE_CONNECTIONS)]
     for _, writer in half_lines:
         writer.write(b"POST /v1/chat/comp")
     silent = [await proxy.connect() for _ in range(100)]
     await asyncio.gather(*(writer.drain() for _, writer in half_lines))
-    # All held at once, past the 1,024 files the proxy was started with...
-    assert proxy.open_files() > IDLE_CONNECTIONS
+    # All held at once, past the 1,024 files the proxy was started with (connected is not yet
+    # accepted: the proxy may still be taking them from its backlog)...
+    held = lambda: proxy.open_files() > IDLE_CONNECTIONS  # noqa: E731
+    wait_until(held, HEAD_TIMEOUT, interval=0.05, what=f"{IDLE_CONNECTIONS} connections held")
     # ...and a new request still gets in and is served.
     async with httpx.AsyncClient() as client:
         assert (await client.get(proxy.url + "/healthz", timeout=10)).status_code == 200

@@ -22,6 +22,7 @@ import pytest
 import redis
 
 from proxy_service.convert.openai.usage import MAX_TOKEN_COUNT
+from shared.redis_names import limit_keys
 from tests.fake_upstream import USAGE, chunk, completion
 from tests.processes import free_port, proxy_process, wait_http, wait_until
 from tests.system import System, running_system
@@ -247,11 +248,11 @@ def test_usage_counts_past_64_bits_are_clamped(system, fake_upstream, usage, rou
     assert httpx.get(system.proxy_urls[1] + "/readyz").json()["ready"]
 
 
-def quota_used(system: System, key_id: str) -> int:
-    day = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d")
+def quota_used(system: System, key_id: str, user_id: str) -> int:
+    daily = limit_keys(key_id, user_id, datetime.datetime.now(datetime.UTC))[2]
     client = redis.Redis.from_url(system.env["REDIS_URL"])
     try:
-        return int(client.get(f"b23:limit:{key_id}:d:{day}") or 0)
+        return int(client.get(daily) or 0)
     finally:
         client.close()
 
@@ -288,8 +289,8 @@ def test_streams_cut_before_their_usage_are_estimated_and_charged(
     assert usage["prompt_tokens"] >= prompt_chars / 3.5
     assert usage["completion_tokens"] >= len("".join(words)) / 3.5 > 0
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
-    key_id = record["key_id"]
-    wait_until(lambda: quota_used(system, key_id) >= usage["total_tokens"], 5, what="charged")
+    key_id, user = record["key_id"], record["user_id"]
+    wait_until(lambda: quota_used(system, key_id, user) >= usage["total_tokens"], 5, what="charged")
 
 
 @pytest.mark.parametrize("route", ROUTES)

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import FakeUpstreamControl
 from tests.fake_upstream import chunk, completion
 from tests.processes import ADMIN_TOKEN, wait_until
-from tests.system import System, running_system
+from tests.system import System, replace_file, running_system
 
 KEY = "bsk-spend-e2e-0001"
 ADMIN = {"x-admin-token": ADMIN_TOKEN}
@@ -202,7 +202,7 @@ def test_an_edited_price_file_is_picked_up_and_an_invalid_one_refused(
 ) -> None:
     before = len(system.events())
     old = table_version(system.url)
-    prices_path.write_text(TABLE_2)
+    replace_file(prices_path, TABLE_2)  # an in-place write may be read empty: a valid table
     wait_until(
         lambda: all(table_version(url) not in (None, old) for url in system.proxy_urls),
         10,
@@ -219,7 +219,7 @@ def test_an_edited_price_file_is_picked_up_and_an_invalid_one_refused(
     record = wait_until(priced_with_new_table, 10, interval=0.3, what="the logger on it")
     assert Decimal(record["cost"]["usd"]) == expected_usd(DEFAULT_SPLIT, RATES_2)
 
-    prices_path.write_text('[models."priced-model"]\ninput = 3.0\n')  # a float: refused
+    replace_file(prices_path, '[models."priced-model"]\ninput = 3.0\n')  # a float: refused
     for url in system.proxy_urls:
         wait_until(lambda url=url: metrics(url)["b23_price_table_ok"][0].value == 0, 10)
         found = metrics(url)
@@ -233,6 +233,6 @@ def test_an_edited_price_file_is_picked_up_and_an_invalid_one_refused(
     assert Decimal(record["cost"]["usd"]) == expected_usd(DEFAULT_SPLIT, RATES_2)
     assert "price" in system.logs() and len(system.events()) > before
 
-    prices_path.write_text(TABLE_1)
+    replace_file(prices_path, TABLE_1)
     wait_until(lambda: metrics(system.url)["b23_price_table_ok"][0].value == 1, 10)
     assert table_version(system.url) == old

@@ -354,6 +354,7 @@ def healthz_while(system: System, busy: threading.Thread) -> list[float]:
     return took
 
 
+@pytest.mark.alone  # /healthz latency while another request is parsed (tests/alone.py)
 @pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
 def test_an_event_without_end_fails_the_stream_without_stalling_others(system, upstream, family):
     """A 64 MB line with no blank line: read in linear time (others are served meanwhile) and
@@ -416,6 +417,7 @@ def settled(read: callable, interval: float = 0.5) -> int:
         last = now
 
 
+@pytest.mark.alone  # the proxy's memory under a 256 MiB flood (tests/alone.py)
 @pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
 def test_clients_that_do_not_read_hold_the_upstream_back(system, upstream, family):
     """Two 128 MiB replies to clients that read nothing: the proxy stops reading the upstream

@@ -37,10 +37,10 @@ def query(since: str | None, until: str | None = None):
     ],
 )
 def test_bad_ranges_are_refused_at_once_with_a_clear_message(since, until, message):
-    started = time.perf_counter()
+    started = time.thread_time()  # CPU time: a parallel run's neighbours do not count
     with pytest.raises(ValueError, match=re.escape(message)):
         query(since, until)
-    assert time.perf_counter() - started < 0.05
+    assert time.thread_time() - started < 0.05
 
 
 @pytest.mark.parametrize(

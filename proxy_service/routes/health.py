@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
 
 from proxy_service.deps import State
 from shared.logger_status import files_report
+from shared.redis_client import REDIS_ERRORS
 from shared.version import version
 
 router = APIRouter(tags=["health"])
@@ -40,7 +40,7 @@ async def readyz(state: State) -> Response:
     what only the logger can fix."""
     try:
         redis_ok = bool(await state.redis.ping())
-    except (RedisError, OSError):
+    except REDIS_ERRORS:
         redis_ok = False
     events = state.events
     publishing = events.redis_ok

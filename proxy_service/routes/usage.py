@@ -12,10 +12,10 @@ import time
 from typing import Any
 
 from fastapi import APIRouter
-from redis.asyncio import Redis
 
 from proxy_service.deps import AdminState
 from proxy_service.errors import InvalidRequest
+from shared.redis_client import RedisClient
 from shared.redis_names import USAGE_GROUPS, USAGE_WATERMARK
 from shared.usage import HOUR_MS, Cell, Tally
 from shared.usage_layout import bucket_key, cell_key, covering, decode_group, first_hour
@@ -56,30 +56,34 @@ async def usage(
     return await usage_report(state.redis, query)
 
 
-async def usage_report(redis: Redis, query: UsageQuery) -> dict[str, Any]:
+async def usage_report(redis: RedisClient, query: UsageQuery) -> dict[str, Any]:
     """The answer of GET /admin/usage to `query` (the dashboard's Usage page shows the same)."""
     return query.report(query.fold(await read_cells(redis, query), Tally.add_fields))
 
 
 async def read_cells(
-    redis: Redis, query: UsageQuery, chunk: int = CELLS_PER_READ
+    redis: RedisClient, query: UsageQuery, chunk: int = CELLS_PER_READ
 ) -> list[tuple[Cell, dict[bytes, bytes]]]:
     """The cells (their Tally fields) of every bucket covering the query's hours whose group
     passes its filters.
 
-    First which groups each bucket has (one transaction, with the watermark), then their
-    counters, `chunk` hashes per round trip, then the watermark again: the logger moves it in
+    First the watermark and which groups each bucket has, then their counters, `chunk`
+    hashes per round trip, then the watermark again: the logger moves it in
     the same transaction as the counters of the lines it passes, so if it has not moved, no
     counter changed during the read, and the answer adds up the lines before one watermark;
     if it moved, read again. Chunks, not one transaction: a month of a busy gateway is
     hundreds of thousands of cells, which one MULTI would hold Redis for seconds with (every
-    proxy's requests waiting), and one reply over the socket timeout."""
+    proxy's requests waiting), and one reply over the socket timeout. No transaction at all:
+    the watermark read at both ends brackets every read (and redis-py's cluster transactions
+    fail on SMEMBERS)."""
     buckets = covering(query.first_hour, query.end_hour, time.time_ns() // 1_000_000 // HOUR_MS)
     projection = query.projection()
     if projection is not None:
-        buckets = [(projection if kind == "day" else kind, index) for kind, index in buckets]
+        buckets = [
+            (projection, index) if kind == "day" else (kind, index) for kind, index in buckets
+        ]
     for _ in range(SNAPSHOT_ATTEMPTS):
-        async with redis.pipeline(transaction=True) as pipe:
+        async with redis.pipeline(transaction=False) as pipe:
             pipe.get(USAGE_WATERMARK)
             pipe.hgetall(USAGE_GROUPS)
             for bucket in buckets:

@@ -9,7 +9,6 @@ from http import HTTPStatus
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from proxy_service.errors import ProxyError
@@ -23,6 +22,7 @@ from proxy_service.ui.access import (
 )
 from proxy_service.ui.render import page
 from proxy_service.ui.security import SecurityHeaders
+from shared.redis_client import REDIS_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,12 @@ def _install_error_pages(app: FastAPI) -> None:
     async def http_error(request: Request, error: HTTPException) -> Response:
         return _error_page(request, error.status_code, str(error.detail))
 
-    @app.exception_handler(RedisError)
-    async def redis_error(request: Request, error: RedisError) -> Response:
+    async def redis_error(request: Request, error: Exception) -> Response:
         log.warning("dashboard: Redis unavailable on %s: %s", request.url.path, error)
         return _error_page(request, 503, "Redis does not answer; retry shortly.")
+
+    for failure in REDIS_FAILURES:  # a cluster's RedisClusterException is no RedisError
+        app.add_exception_handler(failure, redis_error)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> Response:

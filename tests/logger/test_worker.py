@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from logger_service import worker
 from logger_service.worker import UsageLogger
 from shared.logger_status import files_report
+from shared.redis_client import RedisClient, connect
 from shared.redis_names import EVENTS_STREAM
 from shared.settings import Settings
 from tests.poison import proxy_event
@@ -29,13 +30,13 @@ EVENTS = 40
 @contextlib.asynccontextmanager
 async def running_logger(
     redis_url: str, data_dir: Path, expect: int, **options: Any
-) -> AsyncIterator[tuple[UsageLogger, Redis]]:
+) -> AsyncIterator[tuple[UsageLogger, RedisClient]]:
     """The logger's run loop, with a Redis client to feed it; on leaving the block, waits until
     `expect` lines are written, then stops it (a crash of the loop is raised there)."""
     settings = Settings(
         _env_file=None, admin_token=ADMIN_TOKEN, redis_url=redis_url, data_dir=data_dir, **options
     )
-    redis = Redis.from_url(redis_url)
+    redis = connect(settings, timeout=5)  # REDIS_MODE's client (tests/cluster: a cluster's)
     logger = UsageLogger(settings, redis)
     running = asyncio.create_task(logger.run())
     try:
@@ -115,7 +116,9 @@ async def test_a_batch_holds_at_most_its_bytes_and_one_entry_more(
         _,
     ):
         write, lines = logger._write, logger._lines
-        logger._write = lambda entries: batches.append(entry_bytes(entries)) or write(entries)
+        logger._write = lambda stream, entries: (
+            batches.append(entry_bytes(entries)) or write(stream, entries)
+        )
         logger._lines = lambda entries, prices: (
             slices.append(entry_bytes(entries)) or lines(entries, prices)
         )

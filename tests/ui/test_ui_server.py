@@ -308,3 +308,22 @@ def test_the_csv_download_equals_the_admin_usage_json(system, ui, group_by):
         for counter in ("requests", "errors", "input_tokens", "output_tokens", "cost_usd"):
             assert row[counter] == str(group[counter])
     assert not any(row.get("model", "").startswith("=") for row in rows), "formula not quoted"
+
+
+def test_redis_down_is_a_503_page_with_the_headers_not_a_crash(
+    private_redis, fake_upstream_url, tmp_path
+):
+    with running_system(private_redis.url, fake_upstream_url, tmp_path / "system") as system:
+        dashboard = Dashboard(system.url)
+        assert dashboard.login().status_code == 303
+        private_redis.stop()
+        try:
+            down = dashboard.get("/ui/keys")
+            assert down.status_code == 503 and "Redis does not answer" in down.text
+            assert down.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+        finally:
+            private_redis.start()
+        # Redis came back empty: the session went with it; signing in again works
+        wait_until(lambda: dashboard.login().status_code == 303, 15, what="sign-in again")
+        assert dashboard.get("/ui/keys").status_code == 200
+        dashboard.close()
