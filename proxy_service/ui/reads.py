@@ -16,15 +16,13 @@ from proxy_service.routes.usage import read_cells
 from proxy_service.ui import overview
 from proxy_service.ui.overview import Cells, query
 from proxy_service.ui.recent import recent_rows
-from proxy_service.ui.views import TOKEN_COLUMNS
+from proxy_service.ui.views import LIMIT_FIELDS, TOKEN_COLUMNS
 from shared import redis_names
 from shared.keys import KeyRecord
 from shared.logger_status import files_report, running_loggers
 from shared.usage import LATENCY_PREFIX, Tally
 
 LATENCY_FIELD = LATENCY_PREFIX.encode()
-
-LIMIT_NAMES = ("rpm_limit", "tpm_limit", "daily_token_quota", "monthly_token_quota")
 
 
 async def usage_cells(
@@ -52,7 +50,7 @@ async def limits_of(
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """key_id -> each token or request limit's limit, used and remaining (keys without a limit
     cost no call)."""
-    limited = [r for r in records if any(getattr(r, name) for name in LIMIT_NAMES)]
+    limited = [r for r in records if any(getattr(r, name) for name in LIMIT_FIELDS)]
     return await many_token_limits(redis, limited, now) if limited else {}
 
 
