@@ -2,6 +2,11 @@
 by the logger (both hashes are loaded and written together, in one transaction each way).
 
 - Redis lost the set (KEYS_LOADED absent: first start, or Redis restarted empty): load the file.
+- The node holding the set is not the one that answered before (its run_id changed: a
+  restart, or a replica promoted by a failover, which may have lost acknowledged changes
+  while keeping the loaded marker, so a revoked key could be active again there): load the
+  file, which admin calls answered 200 are in. A change answered 202 (not yet in the file)
+  can be lost here, as it can when Redis restarts empty.
 - The file's content differs from what the logger last wrote or loaded (a hand edit, also one
   made while the logger was down): load it into Redis.
 - Otherwise, an admin change bumped KEYS_VERSION: write the set to the file (temp file, fsync,
@@ -31,12 +36,16 @@ from logger_service.durable import write_atomically
 from logger_service.health import DiskError
 from shared import redis_names
 from shared.keys import KeyFile, KeyRecord
-from shared.redis_client import RedisClient, announce
+from shared.redis_client import NODE_IDENTITY, RedisClient, announce
 from shared.users import UserSettings
 
 log = logging.getLogger(__name__)
 
 FileStat = tuple[int, int, int]
+MARK_LOADED = "return redis.call('SET', KEYS[1], redis.call('GET', KEYS[2]))"
+"""KEYS_LOADED := the KEYS_VERSION of this load, in its transaction: an admin change of an
+earlier version still waiting to be persisted was replaced by the file (proxy_service/
+keywriter.py then does not confirm it)."""
 SETTLE_NS = 1_000_000_000
 """A file changed this recently that does not parse may be half written (an editor or a test
 writing in place, `cat > keys.json`): it is read again on the next tick instead of being
@@ -49,6 +58,8 @@ class KeyFileKeeper:
         self.path = path
         self._seen_stat: FileStat | None = None
         self._known_digest: str | None = None
+        self._node: bytes | None = None
+        """run_id of the node that held the set at the last tick."""
         self._rejected: str | None = None
         """Digest of the content that failed to parse, while it is the file at the path."""
         self.file_error: str | None = None
@@ -61,14 +72,24 @@ class KeyFileKeeper:
             pipe.get(redis_names.KEYS_VERSION)
             pipe.get(redis_names.KEYS_PERSISTED_VERSION)
             pipe.get(redis_names.KEYS_FILE_DIGEST)
-            loaded, version, persisted, digest = await pipe.execute()
+            pipe.eval(NODE_IDENTITY.source, 1, redis_names.KEYS_LOADED)
+            loaded, version, persisted, digest, node = await pipe.execute()
         if self._known_digest is None and digest is not None:
             self._known_digest = digest.decode()
         unpersisted = int(version or 0) > int(persisted or 0)
+        moved, self._node = self._node not in (None, node), node
         self._forget_rejected_if_gone()
         content = self._changed_content()
         if not loaded:
             await self.load(self._read_bytes())
+        elif moved and (content := content or self._read_bytes()) is not None:
+            log.warning(
+                "the Redis node holding the key set changed (a restart or a failover)%s: "
+                "loading %s again",
+                ", losing an admin change answered 202" if unpersisted else "",
+                self.path,
+            )
+            await self.load(content)
         elif content is not None:
             if unpersisted:
                 log.warning("keys.json edited by hand while an admin change was unpersisted")
@@ -136,7 +157,7 @@ class KeyFileKeeper:
                 pipe.hset(redis_names.KEYS_HASH, mapping=mapping)
             if users:
                 pipe.hset(redis_names.USERS_HASH, mapping=users)
-            pipe.set(redis_names.KEYS_LOADED, 1)
+            pipe.eval(MARK_LOADED, 2, redis_names.KEYS_LOADED, redis_names.KEYS_VERSION)
             if digest is not None:
                 pipe.set(redis_names.KEYS_FILE_DIGEST, digest)
             announce(pipe, redis_names.KEYS_CHANNEL, "*")

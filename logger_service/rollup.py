@@ -12,9 +12,12 @@ some), every usage key is deleted and counting restarts from the oldest file, on
 transaction, on the logger's rollup task, so event writing never waits for it.
 
 The same transactions add each counted line (every line that is a JSON object) to the
-recent-requests window (RECENT_REQUESTS, shared/recent_requests.py), trimmed to about
+recent-requests window (recent_requests(shard), shared/recent_requests.py), trimmed to about
 `recent_max` entries: it holds the last lines counted, each once, in file order, and being
-under USAGE_PREFIX it is deleted and refilled by a rebuild like the counters.
+under the shard's usage prefix it is deleted and refilled by a rebuild like the counters.
+
+Each event shard's files are counted into that shard's own names (shared/redis_names.py) by
+the logger that owns the shard: a rebuild of one shard touches no other.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from logger_service.eventfiles import EventFileSet, first_line, line_blocks
 from logger_service.tallies import line_records, tally_block
 from shared.recent_requests import ENTRY_FIELD, entry_value, line_streamed, slim_fields
 from shared.redis_client import RedisClient, queue_unlink
-from shared.redis_names import RECENT_REQUESTS, USAGE_GROUPS, USAGE_PREFIX, USAGE_WATERMARK
+from shared.redis_names import recent_requests, usage_groups, usage_prefix, usage_watermark
 from shared.usage import COUNTERS_VERSION, Cell, Tally, tally_records
 from shared.usage_layout import bucket_key, by_bucket, cell_key, encode_group, end_ms, group_id
 
@@ -112,12 +115,21 @@ class Chunk:
 
 class Rollup:
     def __init__(
-        self, redis: RedisClient, events_path: Path, retention_days: int, *, recent_max: int = 0
+        self,
+        redis: RedisClient,
+        events_path: Path,
+        retention_days: int,
+        *,
+        shard: int = 0,
+        recent_max: int = 0,
     ) -> None:
-        """`recent_max`: entries the recent-requests window keeps (RECENT_REQUESTS_MAX); 0,
-        none."""
+        """`events_path`: the shard's current event file; `recent_max`: entries the
+        recent-requests window keeps (RECENT_REQUESTS_MAX); 0, none."""
         self._redis = redis
         self._path = events_path
+        self._shard = shard
+        self._watermark = usage_watermark(shard)
+        self._recent = recent_requests(shard)
         self._retention_ms = retention_days * 86_400_000
         self._recent_max = recent_max
 
@@ -134,8 +146,8 @@ class Rollup:
         """Lines counted by one transaction; None when it must be tried again (another replica
         moved the watermark first, or a rebuild just started)."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(USAGE_WATERMARK)
-            at = Position.load(await pipe.get(USAGE_WATERMARK))
+            await pipe.watch(self._watermark)
+            at = Position.load(await pipe.get(self._watermark))
             chunk = None
             if at is not None:
                 recent = self._recent_max > 0
@@ -148,7 +160,7 @@ class Rollup:
                 pipe.multi()
                 self._queue_counts(pipe, chunk.cells)
                 self._queue_recent(pipe, chunk.recent)
-                pipe.set(USAGE_WATERMARK, chunk.end.dump())
+                pipe.set(self._watermark, chunk.end.dump())
             try:
                 await pipe.execute()
             except WatchError:
@@ -156,25 +168,29 @@ class Rollup:
         return None if chunk is None else chunk.lines
 
     async def _queue_reset(self, pipe: Pipeline | ClusterPipeline) -> None:
-        log.warning("usage aggregates missing or stale: rebuilding them from the event files")
-        stale = [key async for key in self._redis.scan_iter(f"{USAGE_PREFIX}*", SCAN_COUNT)]
+        log.warning(
+            "usage aggregates of shard %d missing or stale: rebuilding them from its event files",
+            self._shard,
+        )
+        prefix = usage_prefix(self._shard)
+        stale = [key async for key in self._redis.scan_iter(f"{prefix}*", SCAN_COUNT)]
         pipe.multi()
         for start in range(0, len(stale), UNLINK_BATCH):
             queue_unlink(pipe, stale[start : start + UNLINK_BATCH])
-        pipe.set(USAGE_WATERMARK, Position().dump())
+        pipe.set(self._watermark, Position().dump())
 
     def _queue_counts(self, pipe: Pipeline | ClusterPipeline, cells: dict[Cell, Tally]) -> None:
         """COUNT_SCRIPT for every bucket the cells fall in, skipping buckets already past
         retention (a rebuild of old files)."""
         now_ms = time.time_ns() // 1_000_000
-        keys: list[str] = [USAGE_GROUPS]
+        keys: list[str] = [usage_groups(self._shard)]
         counts = []
         for (bucket, group), tally in by_bucket(cells, projections=True).items():
             expire_at = end_ms(bucket) + self._retention_ms
             if expire_at <= now_ms:
                 continue
             gid = group_id(group)
-            keys += (cell_key(bucket, gid), bucket_key(bucket))
+            keys += (cell_key(bucket, gid, self._shard), bucket_key(bucket, self._shard))
             fields = {name: str(value) for name, value in tally.to_fields().items()}
             counts.append((gid, encode_group(group).decode(), str(expire_at), fields))
         if counts:
@@ -185,9 +201,9 @@ class Rollup:
         (`~`: whole stream nodes only, so up to stream-node-max-entries more, 100 by default).
         With the window off, its deletion, so a window kept before does not linger stale."""
         if self._recent_max == 0:
-            queue_unlink(pipe, [RECENT_REQUESTS])
+            queue_unlink(pipe, [self._recent])
         elif entries:
-            pipe.eval(RECENT_SCRIPT, 1, RECENT_REQUESTS, self._recent_max, ENTRY_FIELD, *entries)
+            pipe.eval(RECENT_SCRIPT, 1, self._recent, self._recent_max, ENTRY_FIELD, *entries)
 
 
 def next_chunk(

@@ -1,4 +1,5 @@
-"""The logger: reads usage events from the Redis stream and appends them to events.jsonl.
+"""The logger: reads usage events from the Redis streams of the shards it owns and appends
+each shard's to its own file (events.jsonl for shard 0, events-<k>.jsonl for shard k).
 
 At-least-once delivery from Redis plus request_id dedupe in the sink gives exactly-once lines:
 a batch is written and fsynced before it is acknowledged (XACK) and deleted (XDEL); after a crash
@@ -9,8 +10,11 @@ written are skipped.
 The same loop drains the stream of the Redis names before hash tags while it exists, and the
 key file loop moves what else an upgrade needs (logger_service/upgrade.py).
 
-After each batch the rollup task counts the new lines into the usage aggregates in Redis
-(logger_service/rollup.py); the sink rotates events.jsonl, and the tidy task writes the rotated
+Each owned shard is a lane: its stream, its file (EventSink), its rollup, and its events and
+rollup loops; one logger of LOGGER_REPLICAS owns shards s with s % LOGGER_REPLICAS ==
+LOGGER_ORDINAL, so no two loggers write one file, and only logger 0 keeps keys.json. After each
+batch the lane's rollup counts the new lines into its shard's usage aggregates in Redis
+(logger_service/rollup.py); the sink rotates the file, and the tidy task writes the rotated
 files' sidecars and deletes those past retention (logger_service/rotated.py).
 
 Each line is priced as it is made (logger_service/records.py) with the price table in force when
@@ -18,7 +22,7 @@ its batch began: the prices task reads PRICES_FILE again when it changes, keepin
 table when it cannot be used (the status report says which table is in force, and why not).
 
 The loops run under one Supervisor: the rollup, tidy and prices loops are restarted if they fail;
-the events and key file loops are not, and their failure ends run() (LoggerFailed), so the
+the events loops and the key file loop are not, and their failure ends run() (LoggerFailed), so the
 process exits and its container restarts it rather than staying up writing nothing. The
 heartbeat is refreshed only while the events loop completes read/write cycles and every loop
 runs; a file that cannot be written is named (DiskError), retried, and never acknowledged.
@@ -38,6 +42,7 @@ import contextlib
 import functools
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from redis.exceptions import ResponseError
@@ -96,24 +101,44 @@ class LoggerFailed(Exception):
     """A loop the logger cannot do without failed (the Supervisor logged why)."""
 
 
+@dataclass
+class Lane:
+    """One owned shard: where its events come from, the file they go to, and its rollup."""
+
+    shard: int
+    stream: str
+    sink: EventSink
+    rollup: Rollup
+    rollup_due: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    def of(cls, shard: int, settings: Settings, redis: RedisClient) -> Lane:
+        path = settings.event_file(shard)
+        return cls(
+            shard,
+            redis_names.events_stream(shard),
+            EventSink(path, rotate_bytes=settings.events_rotate_bytes),
+            Rollup(
+                redis,
+                path,
+                settings.events_retention_days,
+                shard=shard,
+                recent_max=settings.recent_requests_max,
+            ),
+        )
+
+
 class UsageLogger:
     def __init__(self, settings: Settings, redis: RedisClient) -> None:
         self._settings = settings
         self._redis = redis
         self._consumer = settings.logger_consumer
-        self.sink = EventSink(settings.events_path, rotate_bytes=settings.events_rotate_bytes)
-        self.keyfile = KeyFileKeeper(redis, settings.keys_path)
-        self.rollup = Rollup(
-            redis,
-            settings.events_path,
-            settings.events_retention_days,
-            recent_max=settings.recent_requests_max,
-        )
+        self.lanes = [Lane.of(shard, settings, redis) for shard in settings.owned_shards]
+        self.keyfile = KeyFileKeeper(redis, settings.keys_path) if settings.owns_key_file else None
         self.health = Health(redis, settings.logger_consumer)
         self.prices = PriceBook(settings.prices_file)
         self.supervisor = Supervisor()
         self._stop = asyncio.Event()
-        self._rollup_due = asyncio.Event()
         self._read_bounded = Script(READ_BOUNDED)
         self._old_names_retired = False
         self.written = 0
@@ -124,12 +149,16 @@ class UsageLogger:
     async def run(self) -> None:
         """Until stop(): keep keys.json in step and move events to the file, riding out Redis
         outages and full disks; raises LoggerFailed when the events or key file loop fails."""
-        self.sink.open()
+        for lane in self.lanes:
+            lane.sink.open()
         await asyncio.to_thread(self.prices.refresh)
         supervisor = self.supervisor
-        supervisor.start("events", self._events_loop, restart=False)
+        for lane in self.lanes:
+            name = "events" if lane.shard == 0 else f"events {lane.shard}"
+            supervisor.start(name, functools.partial(self._events_loop, lane), restart=False)
+            rollup = "rollup" if lane.shard == 0 else f"rollup {lane.shard}"
+            supervisor.start(rollup, functools.partial(self._rollup_loop, lane), restart=True)
         supervisor.start("key file", self._keyfile_loop, restart=False)
-        supervisor.start("rollup", self._rollup_loop, restart=True)
         supervisor.start("tidy", self._tidy, restart=True)
         reload = functools.partial(self.prices.run, self._settings.prices_reload_seconds)
         supervisor.start("prices", reload, restart=True)
@@ -143,19 +172,22 @@ class UsageLogger:
             # still running in its thread.
             self._stop.set()
             await supervisor.stop()
-            self.sink.close()
+            for lane in self.lanes:
+                lane.sink.close()
         if supervisor.fatal.is_set():
             raise LoggerFailed("a loop the logger cannot do without failed")
 
     async def _keyfile_loop(self) -> None:
-        """Keep keys.json in step, then report: the status always, the heartbeat while events
-        move and every loop runs."""
+        """Keep keys.json in step (logger 0 only), then report: the status always, the
+        heartbeat while events move and every loop runs."""
+        keyfile = self.keyfile
         while not self._stop.is_set():
             delay = KEYFILE_EVERY_SECONDS
             try:
                 try:
-                    await self.keyfile.tick()
-                    self.health.disk_ok(self.keyfile.path.name)
+                    if keyfile is not None:
+                        await keyfile.tick()
+                        self.health.disk_ok(keyfile.path.name)
                     if not self._old_names_retired:
                         now = datetime.now(UTC)
                         self._old_names_retired = await retire_old_names(self._redis, now)
@@ -164,44 +196,44 @@ class UsageLogger:
                     delay = DISK_RETRY_SECONDS
                 await self.health.publish(
                     alive=self.health.progressing and self.supervisor.all_running,
-                    keys_file_error=self.keyfile.file_error,
+                    keys_file_error=None if keyfile is None else keyfile.file_error,
                     prices=self.prices,
                 )
             except REDIS_ERRORS as error:
                 log.warning("key file sync: Redis unavailable (%s)", error)
             await self._sleep(delay)
 
-    async def _rollup_loop(self) -> None:
-        """Count new lines into the usage aggregates after each batch (and every second, which
-        also finishes a rebuild), never holding up the writing of events."""
+    async def _rollup_loop(self, lane: Lane) -> None:
+        """Count the lane's new lines into its usage aggregates after each batch (and every
+        second, which also finishes a rebuild), never holding up the writing of events."""
         while not self._stop.is_set():
             try:
-                await self.rollup.catch_up()
+                await lane.rollup.catch_up()
             except REDIS_ERRORS as error:
-                log.warning("usage rollup: %s; retrying", error)
-            await self._sleep(ROLLUP_EVERY_SECONDS, self._rollup_due)
-            self._rollup_due.clear()
+                log.warning("usage rollup of shard %d: %s; retrying", lane.shard, error)
+            await self._sleep(ROLLUP_EVERY_SECONDS, lane.rollup_due)
+            lane.rollup_due.clear()
 
     async def _tidy(self) -> None:
         """Delete rotated files past retention; write the sidecars of newly rotated ones."""
-        events_path, retention_days = (
-            self._settings.events_path,
-            self._settings.events_retention_days,
-        )
+        retention_days = self._settings.events_retention_days
         while not self._stop.is_set():
-            try:
-                await asyncio.to_thread(delete_expired, events_path, retention_days, time.time())
-                for path in await asyncio.to_thread(missing_sidecars, events_path):
-                    await asyncio.to_thread(write_sidecar, path)
-            except OSError as error:
-                log.warning("rotated event files: %s", error)
+            for lane in self.lanes:
+                try:
+                    await asyncio.to_thread(
+                        delete_expired, lane.sink.path, retention_days, time.time()
+                    )
+                    for path in await asyncio.to_thread(missing_sidecars, lane.sink.path):
+                        await asyncio.to_thread(write_sidecar, path)
+                except OSError as error:
+                    log.warning("rotated event files: %s", error)
             await self._sleep(TIDY_EVERY_SECONDS)
 
-    async def _events_loop(self) -> None:
+    async def _events_loop(self, lane: Lane) -> None:
         while not self._stop.is_set():
             try:
-                await self._ensure_group(redis_names.EVENTS_STREAM)
-                await self._consume()
+                await self._ensure_group(lane.stream)
+                await self._consume(lane)
             except DiskError as error:  # the entries stay pending: read and written again
                 self.health.disk_failed(error)
                 await self._sleep(DISK_RETRY_SECONDS)
@@ -216,36 +248,36 @@ class UsageLogger:
             if "BUSYGROUP" not in str(error):
                 raise
 
-    async def _consume(self) -> None:
+    async def _consume(self, lane: Lane) -> None:
         """Own pending entries first (a previous run's), then new ones, claiming dead
-        consumers' leftovers and draining the old stream now and then."""
-        stream = redis_names.EVENTS_STREAM
-        while not self._stop.is_set() and await self._read_batch(stream, "0"):
+        consumers' leftovers and (shard 0) draining the old stream now and then."""
+        while not self._stop.is_set() and await self._read_batch(lane, lane.stream, "0"):
             pass
         next_claim = 0.0
         while not self._stop.is_set():
             if time.monotonic() >= next_claim:
-                await self._claim_abandoned(stream)
-                await self._drain_old_stream()
+                await self._claim_abandoned(lane, lane.stream)
+                if lane.shard == 0:
+                    await self._drain_old_stream(lane)
                 next_claim = time.monotonic() + CLAIM_EVERY_SECONDS
-            if not await self._read_batch(stream, ">", wait=True):
+            if not await self._read_batch(lane, lane.stream, ">", wait=True):
                 await asyncio.sleep(GATHER_SECONDS)
 
-    async def _drain_old_stream(self) -> None:
+    async def _drain_old_stream(self, lane: Lane) -> None:
         """The stream of the names before hash tags (logger_service/upgrade.py), while it
-        exists: read to its end as ours is, then deleted once empty."""
+        exists: read to its end as ours is, into shard 0's file, then deleted once empty."""
         if not await self._redis.exists(OLD_STREAM):
             return
         await self._ensure_group(OLD_STREAM)
-        while not self._stop.is_set() and await self._read_batch(OLD_STREAM, "0"):
+        while not self._stop.is_set() and await self._read_batch(lane, OLD_STREAM, "0"):
             pass
-        await self._claim_abandoned(OLD_STREAM)
-        while not self._stop.is_set() and await self._read_batch(OLD_STREAM, ">"):
+        await self._claim_abandoned(lane, OLD_STREAM)
+        while not self._stop.is_set() and await self._read_batch(lane, OLD_STREAM, ">"):
             pass
         if await drop_if_empty(self._redis, OLD_STREAM):
             log.warning("the old event stream %s is written out and deleted", OLD_STREAM)
 
-    async def _read_batch(self, stream: str, start: str, *, wait: bool = False) -> bool:
+    async def _read_batch(self, lane: Lane, stream: str, start: str, *, wait: bool = False) -> bool:
         """Read a batch bounded in bytes and write it; True if it was full (more may wait).
         `wait`: when no new entry is there, wait up to BLOCK_MS for one."""
         reply = await self._read_bounded(
@@ -269,11 +301,11 @@ class UsageLogger:
                 block=BLOCK_MS,
             )
             entries = waited[0][1] if waited else []
-        await self._write(stream, entries)
+        await self._write(lane, stream, entries)
         size = sum(map(_entry_bytes, entries))
         return len(entries) >= BATCH_SIZE or size >= self._settings.logger_batch_bytes
 
-    async def _claim_abandoned(self, stream: str) -> None:
+    async def _claim_abandoned(self, lane: Lane, stream: str) -> None:
         """Take over what dead consumers left pending (ids only: no entry is carried twice),
         then write it as this consumer's own pending entries."""
         while await self._redis.xautoclaim(
@@ -285,10 +317,10 @@ class UsageLogger:
             count=BATCH_SIZE,
             justid=True,
         ):
-            while not self._stop.is_set() and await self._read_batch(stream, "0"):
+            while not self._stop.is_set() and await self._read_batch(lane, stream, "0"):
                 pass
 
-    async def _write(self, stream: str, entries: list) -> None:
+    async def _write(self, lane: Lane, stream: str, entries: list) -> None:
         """Append, fsync, then acknowledge and delete: never the other way round. Each call
         ends a read/write cycle: progress, for the heartbeat. A pending entry deleted from the
         stream (no fields) is only acknowledged: there is nothing left to write."""
@@ -299,9 +331,10 @@ class UsageLogger:
             lines += await asyncio.to_thread(self._lines, piece, prices)
             self.health.progressed()
         if lines:
-            self.written += await self._append(lines)
+            self.written += await self._append(lane.sink, lines)
         if entries:
             await self._acknowledge(stream, [entry_id for entry_id, _ in entries])
+            lane.rollup_due.set()
         self.health.progressed()
 
     def _lines(self, entries: list, prices: PriceTable | None) -> list[tuple[str, bytes]]:
@@ -310,12 +343,12 @@ class UsageLogger:
             for entry_id, fields in entries
         ]
 
-    async def _append(self, lines: list[tuple[str, bytes]]) -> int:
+    async def _append(self, sink: EventSink, lines: list[tuple[str, bytes]]) -> int:
         try:
-            written = await asyncio.to_thread(self.sink.append, lines)
+            written = await asyncio.to_thread(sink.append, lines)
         except OSError as error:
-            raise DiskError("append to", self.sink.path, error) from error
-        self.health.disk_ok(self.sink.path.name)
+            raise DiskError("append to", sink.path, error) from error
+        self.health.disk_ok(sink.path.name)
         return written
 
     async def _acknowledge(self, stream: str, ids: list) -> None:
@@ -323,7 +356,6 @@ class UsageLogger:
             pipe.xack(stream, redis_names.LOGGER_GROUP, *ids)
             pipe.xdel(stream, *ids)
             await pipe.execute()
-        self._rollup_due.set()
 
     async def _sleep(self, seconds: float, *wake: asyncio.Event) -> None:
         """Sleep, cut short by stop() or any of `wake`: no loop sleeps through a stop."""

@@ -82,7 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
         redis = connect(settings, timeout=5)
         upstream = Upstream(settings)
         keys = KeyStore(redis)
-        events = EventPublisher(redis, EventBounds.from_settings(settings))
+        events = EventPublisher(redis, EventBounds.from_settings(settings), settings.event_shards)
         supervisor = Supervisor()
         catalog = ModelCatalog(upstream)
         prices = PriceBook(settings.prices_file)

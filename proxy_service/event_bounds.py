@@ -40,6 +40,9 @@ class EncodedEvent:
     """Bytes this entry costs in memory (`ENTRY_OVERHEAD_BYTES` included)."""
     stream_id: tuple[int, int] = (0, 0)
     """Its entry id once published (`ms-seq` as numbers, which order as Redis orders ids)."""
+    shard: int = 0
+    """The event stream it goes to, chosen once (publisher.shard_of), so a replay goes to the
+    same stream, and its line to the same file, where the logger drops it if already there."""
 
     def __post_init__(self) -> None:
         self.size = self._measure()

@@ -72,11 +72,18 @@ class KeyWriter:
         return None if raw is None else UserSettings.from_redis(user_id, raw)
 
     async def wait_persisted(self, version: int, timeout: float) -> bool:
-        """True once the logger reports keys.json holds `version` (or later) within `timeout`."""
+        """True once the logger reports keys.json holds `version` (or later) within `timeout`;
+        False too when the logger loaded keys.json over the set since (KEYS_LOADED holds a later
+        version: a hand edit, or a failover of the key set's node), replacing the change."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            persisted = await self._redis.get(redis_names.KEYS_PERSISTED_VERSION)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.get(redis_names.KEYS_PERSISTED_VERSION)
+                pipe.get(redis_names.KEYS_LOADED)
+                persisted, loaded = await pipe.execute()
+            if loaded is not None and int(loaded) > version:
+                return False
             if persisted is not None and int(persisted) >= version:
                 return True
             if loop.time() >= deadline:

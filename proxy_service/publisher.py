@@ -16,13 +16,21 @@ holds ~0.6 KB per event); past STREAM_MAX_ENTRIES it stops publishing and keeps 
 buffer (so in EVENT_BUFFER_BYTES) until the logger catches up. Both are logged once per episode
 and shown on /readyz and /metrics.
 
-Redis may also restart empty and lose entries the logger had not written yet. So the publisher
-keeps each published event until it knows the logger has it on disk: the logger deletes an entry
-only after fsync, so every entry older than the oldest one left in the stream is safe. Each flush
-reads that oldest id and the dataset's epoch marker (REDIS_EPOCH) in the same round trip; when
-the epoch changed, the events not yet known safe are published again (the logger drops
-duplicates by request_id). What is kept for this is bounded by REPLAY_MAX_BYTES the same way
-(compacted, then the oldest no longer kept: counted, lost only if Redis also restarts empty).
+With EVENT_SHARDS > 1 each event goes to one of N streams by a hash of its request_id
+(shard_of), chosen once and kept with it; each stream is bounded and watched on its own, and
+the publisher's state is the worst of them (one stream past STREAM_MAX_ENTRIES holds back every
+event: one buffer, in order).
+
+Redis may also lose entries the logger had not written yet: restart empty, or fail over to a
+replica that had not received them (replication is asynchronous; the replica keeps the epoch
+marker, which predates the loss). So the publisher keeps each published event until it knows
+the logger has it on disk: the logger deletes an entry only after fsync, so every entry older
+than the oldest one left in the stream is safe. Each flush is one script per stream (FLUSH_SCRIPT)
+that adds the batch and returns, from the node holding that stream, the oldest id, the
+dataset's epoch marker and the node's run_id (new at every restart and every promotion); when
+either changed, the events of that stream not yet known safe are published again (the logger
+drops duplicates by request_id). What is kept for this is bounded by REPLAY_MAX_BYTES the same
+way (compacted, then the oldest no longer kept: counted, lost only if Redis loses them too).
 
 Each event is serialised on its own: one that cannot be (a value orjson refuses) is replaced by
 a sanitised record of the fields that can, counted in `sanitised`, so it can never stop the
@@ -35,7 +43,8 @@ import asyncio
 import logging
 import secrets
 import sys
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -43,7 +52,7 @@ import orjson
 
 from proxy_service.event_bounds import BoundedEvents, EncodedEvent, encode_event
 from shared import redis_names
-from shared.redis_client import REDIS_ERRORS, RedisClient
+from shared.redis_client import NODE_IDENTITY_LUA, REDIS_ERRORS, RedisClient
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,6 +68,22 @@ BUFFER_WHY = "proxy buffer past EVENT_BUFFER_BYTES"
 REPLAY_WHY = "replay copy past REPLAY_MAX_BYTES"
 STREAM_WHY = "Redis stream past STREAM_COMPACT_BYTES"
 SHUTDOWN_WHY = "published at shutdown past STREAM_MAX_ENTRIES"
+FLUSH_SCRIPT = f"""
+-- KEYS: the stream, its epoch marker. ARGV: a new epoch value, MEMORY USAGE's samples, then
+-- each event to add. Returns the epoch, the node's run_id, the new entries' ids, the stream's
+-- length, its estimated bytes and its oldest entry's id (false when there is none).
+redis.call('SET', KEYS[2], ARGV[1], 'NX')
+local ids = {{}}
+for i = 3, #ARGV do
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
+end
+local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+return {{redis.call('GET', KEYS[2]), {NODE_IDENTITY_LUA}, ids, redis.call('XLEN', KEYS[1]),
+        redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', ARGV[2]) or false,
+        oldest and oldest[1] or false}}
+"""
+"""One stream's flush, atomic on its node: what it says about the dataset (epoch, run_id) is
+about the node that took the batch. EVAL, not EVALSHA, which a cluster pipeline refuses."""
 
 
 class StreamState(StrEnum):
@@ -99,6 +124,36 @@ def stream_state(entries: int, estimated_bytes: int, bounds: EventBounds) -> Str
     return StreamState.OK
 
 
+def shard_of(request_id: Any, shards: int) -> int:
+    """A stable spread of request ids over the shards (the same in every proxy and release)."""
+    return zlib.crc32(str(request_id).encode()) % shards
+
+
+def worst(states: list[StreamState]) -> StreamState:
+    for state in (StreamState.FULL, StreamState.COMPACTING):
+        if state in states:
+            return state
+    return StreamState.OK
+
+
+@dataclass
+class ShardStream:
+    """What the publisher knows of one shard's stream."""
+
+    shard: int
+    stream: str
+    epoch_key: str
+    unconfirmed: BoundedEvents
+    """Published events (with their stream ids) the logger may not have written yet."""
+    dataset: tuple[bytes | None, bytes | None] | None = None
+    """(epoch marker, run_id) of the node that took the last batch."""
+    state: StreamState = StreamState.OK
+    entries: int = 0
+    estimated_bytes: int = 0
+    overflowing: bool = field(default=False)
+    """Its replay copy is past its bound (said once per episode)."""
+
+
 def stream_id(raw: bytes) -> tuple[int, int]:
     """A stream entry id (`ms-seq`) in a form that orders like Redis orders ids."""
     ms, _, seq = raw.partition(b"-")
@@ -122,15 +177,21 @@ def sanitised(event: dict[str, Any], reason: str) -> dict[str, Any]:
 
 
 class EventPublisher:
-    def __init__(self, redis: RedisClient, bounds: EventBounds) -> None:
+    def __init__(self, redis: RedisClient, bounds: EventBounds, shards: int = 1) -> None:
+        """`shards`: EVENT_SHARDS; REPLAY_MAX_BYTES is shared out evenly among them."""
         self._redis = redis
         self._bounds = bounds
         self._buffer = BoundedEvents(bounds.buffer_bytes, BUFFER_WHY)
-        self._unconfirmed = BoundedEvents(bounds.replay_bytes, REPLAY_WHY)
-        """Published events (with their stream ids) the logger may not have written yet."""
-        self._epoch: bytes | None = None
+        self._shards = [
+            ShardStream(
+                shard,
+                redis_names.events_stream(shard),
+                redis_names.redis_epoch(shard),
+                BoundedEvents(max(bounds.replay_bytes // shards, 1), REPLAY_WHY),
+            )
+            for shard in range(shards)
+        ]
         self._ready = asyncio.Event()
-        self._replay_overflowing = False
         self.published = 0
         self.sanitised = 0
         self.stream_compacted = 0
@@ -160,24 +221,26 @@ class EventPublisher:
 
     @property
     def unconfirmed(self) -> int:
-        return len(self._unconfirmed)
+        return sum(len(shard.unconfirmed) for shard in self._shards)
 
     @property
     def unconfirmed_bytes(self) -> int:
-        return self._unconfirmed.bytes
+        return sum(shard.unconfirmed.bytes for shard in self._shards)
 
     @property
     def replay_compacted(self) -> int:
-        return self._unconfirmed.compacted
+        return sum(shard.unconfirmed.compacted for shard in self._shards)
 
     @property
     def replay_dropped(self) -> int:
-        """Published events no longer kept for a replay: lost only if Redis restarts empty
+        """Published events no longer kept for a replay: lost only if Redis loses them too
         before the logger writes them."""
-        return self._unconfirmed.dropped
+        return sum(shard.unconfirmed.dropped for shard in self._shards)
 
     def publish(self, event: dict[str, Any]) -> None:
-        self._log_dropped(self._buffer.append(self._encode(event)))
+        entry = self._encode(event)
+        entry.shard = shard_of(entry.request_id, len(self._shards))
+        self._log_dropped(self._buffer.append(entry))
         self._ready.set()
 
     async def run(self) -> None:
@@ -207,74 +270,108 @@ class EventPublisher:
         batch goes back to the buffer's head if the round trip fails."""
         publishing = at_shutdown or self.stream is not StreamState.FULL
         batch = self._buffer.take(BATCH_SIZE, BATCH_MAX_BYTES) if publishing else []
+        by_shard: dict[int, list[EncodedEvent]] = {
+            shard.shard: []
+            for shard in self._shards
+            if shard.unconfirmed or shard.state is not StreamState.OK
+        }
+        for entry in batch:
+            by_shard.setdefault(entry.shard, []).append(entry)
         try:
-            reply = await self._round_trip(batch, at_shutdown)
+            replies = await self._round_trip(by_shard, at_shutdown)
         except BaseException:
             self._log_dropped(self._buffer.prepend(batch))
             raise
-        epoch, ids, entries, estimated_bytes, oldest = reply
         self.published += len(batch)
-        if self._epoch is not None and epoch != self._epoch:
-            self._replay_unconfirmed()
-        self._epoch = epoch
-        for entry, raw_id in zip(batch, ids, strict=True):
-            entry.stream_id = stream_id(raw_id)
-            self._keep_for_replay(entry)
-        self._forget_written(stream_id(oldest[0][0]) if oldest else None)
-        self._observe_stream(entries, estimated_bytes or 0)
+        for (shard, entries), reply in zip(by_shard.items(), replies, strict=True):
+            self._took(self._shards[shard], entries, reply)
+        self._observe_streams()
         if not self.redis_ok:
             log.warning("publishing usage events again")
         self.redis_ok = True
 
     async def _round_trip(
-        self, batch: list[EncodedEvent], at_shutdown: bool
-    ) -> tuple[bytes | None, list[bytes], int, int | None, list]:
+        self, by_shard: dict[int, list[EncodedEvent]], at_shutdown: bool
+    ) -> list[list]:
+        """FLUSH_SCRIPT for each shard in `by_shard` (with its events: none to only look), in
+        one pipeline (on a cluster, one per node, sent at once)."""
+        if not by_shard:
+            return []
         why = self._compact_why(at_shutdown)
         if why is not None:
-            self.stream_compacted += sum(entry.compact(why) for entry in batch)
+            self.stream_compacted += sum(
+                entry.compact(why) for entries in by_shard.values() for entry in entries
+            )
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(redis_names.REDIS_EPOCH, secrets.token_hex(8), nx=True)
-            pipe.get(redis_names.REDIS_EPOCH)
-            for entry in batch:
-                pipe.xadd(redis_names.EVENTS_STREAM, {"e": entry.data()})
-            pipe.xlen(redis_names.EVENTS_STREAM)
-            pipe.memory_usage(redis_names.EVENTS_STREAM, samples=STREAM_SAMPLES)
-            pipe.xrange(redis_names.EVENTS_STREAM, count=1)
-            _, epoch, *ids, entries, estimated_bytes, oldest = await pipe.execute()
-        return epoch, ids, entries, estimated_bytes, oldest
+            for shard, entries in by_shard.items():
+                names = self._shards[shard]
+                pipe.eval(
+                    FLUSH_SCRIPT,
+                    2,
+                    names.stream,
+                    names.epoch_key,
+                    secrets.token_hex(8),
+                    STREAM_SAMPLES,
+                    *(entry.data() for entry in entries),
+                )
+            return await pipe.execute()
+
+    def _took(self, shard: ShardStream, entries: list[EncodedEvent], reply: list) -> None:
+        """What a shard's node said after taking `entries`: replay if it is not the dataset
+        the last batch went to, keep the new ones, forget what the logger has written."""
+        epoch, run_id, ids, length, estimated_bytes, oldest = reply
+        dataset = (epoch, run_id)
+        if shard.dataset is not None and dataset != shard.dataset:
+            self._replay_unconfirmed(shard)
+        shard.dataset = dataset
+        for entry, raw_id in zip(entries, ids, strict=True):
+            entry.stream_id = stream_id(raw_id)
+            self._keep_for_replay(shard, entry)
+        self._forget_written(shard, stream_id(oldest) if oldest else None)
+        shard.entries, shard.estimated_bytes = length, estimated_bytes or 0
 
     def _compact_why(self, at_shutdown: bool) -> str | None:
         if self.stream is StreamState.FULL:
             return SHUTDOWN_WHY if at_shutdown else None
         return STREAM_WHY if self.stream is StreamState.COMPACTING else None
 
-    def _observe_stream(self, entries: int, estimated_bytes: int) -> None:
-        """Take the stream's new state; say so once when an episode starts or ends."""
-        self.stream_entries, self.stream_bytes = entries, estimated_bytes
-        state = stream_state(entries, estimated_bytes, self._bounds)
-        if state is self.stream:
+    def _observe_streams(self) -> None:
+        """Take each stream's new state, saying so once when an episode starts or ends; the
+        publisher's is the worst of them."""
+        for shard in self._shards:
+            self._observe(shard, stream_state(shard.entries, shard.estimated_bytes, self._bounds))
+        self.stream_entries = sum(shard.entries for shard in self._shards)
+        self.stream_bytes = sum(shard.estimated_bytes for shard in self._shards)
+        self.stream = worst([shard.state for shard in self._shards])
+
+    def _observe(self, shard: ShardStream, state: StreamState) -> None:
+        if state is shard.state:
             return
         if state is StreamState.FULL:
             log.error(
-                "Redis stream holds %d entries (STREAM_MAX_ENTRIES %d): the logger is behind; "
-                "keeping usage events in this proxy's buffer",
-                entries,
+                "Redis stream %s holds %d entries (STREAM_MAX_ENTRIES %d): its logger is "
+                "behind; keeping usage events in this proxy's buffer",
+                shard.stream,
+                shard.entries,
                 self._bounds.stream_max_entries,
             )
         elif state is StreamState.COMPACTING:
             log.error(
-                "Redis stream holds ~%d bytes in %d entries (STREAM_COMPACT_BYTES %d): the "
+                "Redis stream %s holds ~%d bytes in %d entries (STREAM_COMPACT_BYTES %d): its "
                 "logger is behind; publishing usage events compacted (usage kept, prompt and "
                 "response left out)",
-                estimated_bytes,
-                entries,
+                shard.stream,
+                shard.estimated_bytes,
+                shard.entries,
                 self._bounds.stream_compact_bytes,
             )
         else:
             log.warning(
-                "Redis stream back under its bounds (%d entries); publishing in full", entries
+                "Redis stream %s back under its bounds (%d entries); publishing in full",
+                shard.stream,
+                shard.entries,
             )
-        self.stream = state
+        shard.state = state
 
     def _encode(self, event: dict[str, Any]) -> EncodedEvent:
         try:
@@ -298,32 +395,40 @@ class EventPublisher:
                 self._buffer.dropped,
             )
 
-    def _keep_for_replay(self, entry: EncodedEvent) -> None:
-        dropped = self._unconfirmed.append(entry)
-        if dropped and not self._replay_overflowing:
-            self._replay_overflowing = True
+    def _keep_for_replay(self, shard: ShardStream, entry: EncodedEvent) -> None:
+        dropped = shard.unconfirmed.append(entry)
+        if dropped and not shard.overflowing:
+            shard.overflowing = True
             log.warning(
-                "events kept for a replay past REPLAY_MAX_BYTES (%d) with every one compacted: "
-                "the oldest are no longer kept (lost only if Redis restarts empty before the "
-                "logger writes them; run Redis with appendonly)",
-                self._bounds.replay_bytes,
+                "events of %s kept for a replay past their share of REPLAY_MAX_BYTES (%d) with "
+                "every one compacted: the oldest are no longer kept (lost only if Redis loses "
+                "them before the logger writes them; run Redis with appendonly)",
+                shard.stream,
+                shard.unconfirmed.limit,
             )
 
-    def _forget_written(self, oldest_in_stream: tuple[int, int] | None) -> None:
+    def _forget_written(self, shard: ShardStream, oldest_in_stream: tuple[int, int] | None) -> None:
         """Entries older than the stream's oldest (all, if it is empty) were deleted by the
         logger after fsync: they no longer need a replay."""
-        unconfirmed = self._unconfirmed
+        unconfirmed = shard.unconfirmed
         while unconfirmed and (
             oldest_in_stream is None or unconfirmed.entries[0].stream_id < oldest_in_stream
         ):
             unconfirmed.popleft()
-        if self._replay_overflowing and unconfirmed.bytes < unconfirmed.limit // 2:
-            self._replay_overflowing = False
+        if shard.overflowing and unconfirmed.bytes < unconfirmed.limit // 2:
+            shard.overflowing = False
 
-    def _replay_unconfirmed(self) -> None:
-        """Queue again what Redis took but has since lost before the logger wrote it."""
-        replay = [self._unconfirmed.popleft() for _ in range(len(self._unconfirmed))]
-        log.warning("Redis restarted empty; publishing %d unwritten events again", len(replay))
+    def _replay_unconfirmed(self, shard: ShardStream) -> None:
+        """Queue again what the shard's node took but may have lost before the logger wrote
+        it: it restarted, or is another node now (a failover)."""
+        unconfirmed = shard.unconfirmed
+        replay = [unconfirmed.popleft() for _ in range(len(unconfirmed))]
+        log.warning(
+            "the Redis node holding %s restarted or failed over; publishing %d events the "
+            "logger may not have written again",
+            shard.stream,
+            len(replay),
+        )
         self._log_dropped(self._buffer.prepend(replay))
         self._ready.set()
 

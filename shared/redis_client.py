@@ -86,6 +86,16 @@ class Script:
             return await redis.eval(self.source, len(keys), *keys, *args)
 
 
+NODE_IDENTITY_LUA = "string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')"
+"""A Lua expression: the run_id of the server running the script, so of the node that holds
+the script's keys (on a cluster, their slot's master). Every start of a server, and every
+promotion of a replica, shows a new one: whatever that node acknowledged before may be gone,
+though the keys that mark a dataset (an epoch, the key set's loaded marker) survived on the
+replica."""
+NODE_IDENTITY = Script(f"return {NODE_IDENTITY_LUA}")
+"""NODE_IDENTITY_LUA alone, for the node of KEYS[1] (sent with EVAL inside a transaction)."""
+
+
 def announce(pipe: Pipeline | ClusterPipeline, channel: str, message: str) -> None:
     """Queue a key-change notice in `pipe`: SPUBLISH on a cluster (the channel hashes like a key,
     so it rides in the key set's MULTI; redis-py refuses PUBLISH in cluster pipelines), PUBLISH

@@ -11,8 +11,10 @@ shares a tag (tests/test_redis_slots.py fails on any group the code sends that s
 - `{events}`: the event stream and the epoch the proxies read in the same round trip.
 - `{usage}`: the usage aggregates: the rollup's MULTI moves the watermark with every cell it
   counts, the group registry and the recent-requests window, so all of them share one tag and
-  therefore one slot (one node carries the aggregates; they are small and written by one
-  logger at a time).
+  therefore one slot (they are small and written by one logger).
+- With EVENT_SHARDS > 1, shard k > 0 has its own `{events:k}` and `{usage:k}`: its stream,
+  epoch, aggregates and window, written by the logger that owns it, on whichever node holds
+  that slot. Shard 0 keeps the names above, so a single stream's data stays where it was.
 - `{logger}`: the loggers' heartbeat and status reports, written in one pipeline.
 - `{u:<user_id>}`: one user's limit state and budget counters, and those of each of the user's
   keys: the ADMIT and CHARGE scripts of a key touch the key's own counters and its user's
@@ -33,15 +35,59 @@ from urllib.parse import quote
 if TYPE_CHECKING:
     from shared.budgets import Period
 
-EVENTS_STREAM = "b23:{events}:stream"
-"""Stream of usage events: proxies XADD, the logger reads through LOGGER_GROUP."""
+
+
+def shard_tag(tag: str, shard: int) -> str:
+    """`b23:{<tag>}:` for shard 0, `b23:{<tag>:<shard>}:` for the others."""
+    return f"b23:{{{tag}}}:" if shard == 0 else f"b23:{{{tag}:{shard}}}:"
+
+
+def events_stream(shard: int) -> str:
+    """Stream of a shard's usage events: proxies XADD, its logger reads through LOGGER_GROUP."""
+    return shard_tag("events", shard) + "stream"
+
+
+def redis_epoch(shard: int) -> str:
+    """A random value set once per dataset on the node holding the shard's stream: when it
+    changes, that node restarted empty (or was flushed) and whatever it had not yet handed to
+    the logger may be gone. Read in the same script as the stream's state."""
+    return shard_tag("events", shard) + "epoch"
+
+
+def usage_prefix(shard: int) -> str:
+    """Prefix of every usage aggregate key of a shard (layout in shared/usage_layout.py); a
+    rebuild of the shard deletes all keys under it."""
+    return shard_tag("usage", shard)
+
+
+def usage_groups(shard: int) -> str:
+    """Hash of usage group id -> JSON [user_id, key_id, model, client_app]."""
+    return usage_prefix(shard) + "groups"
+
+
+def usage_watermark(shard: int) -> str:
+    """JSON {"file": digest of a file's first line, "offset": bytes}: every line of the
+    shard's event files before this point is counted in its aggregates, none after it. Absent:
+    rebuild."""
+    return usage_prefix(shard) + "watermark"
+
+
+def recent_requests(shard: int) -> str:
+    """Stream of the last RECENT_REQUESTS_MAX counted record lines of a shard, metadata only, in
+    file order (shared/recent_requests.py): written with its aggregates, so rebuilt with them."""
+    return usage_prefix(shard) + "recent"
+
+
+EVENTS_STREAM = events_stream(0)
+REDIS_EPOCH = redis_epoch(0)
+USAGE_PREFIX = usage_prefix(0)
+USAGE_GROUPS = usage_groups(0)
+USAGE_WATERMARK = usage_watermark(0)
+RECENT_REQUESTS = recent_requests(0)
+"""Shard 0's names: all there is with EVENT_SHARDS=1."""
 
 LOGGER_GROUP = "b23-logger"
 
-REDIS_EPOCH = "b23:{events}:epoch"
-"""A random value set once per Redis dataset: when it changes, Redis restarted empty (or was
-flushed) and whatever it had not yet handed to the logger may be gone. Read in the same round
-trip as EVENTS_STREAM's state, from the node that holds the stream."""
 
 KEYS_HASH = "b23:{keys}:records"
 """Hash of SHA-256(api key) -> key record JSON; the clear key is never stored."""
@@ -53,7 +99,8 @@ KEYS_PERSISTED_VERSION = "b23:{keys}:persisted"
 """Highest KEYS_VERSION the logger has written to keys.json."""
 
 KEYS_LOADED = "b23:{keys}:loaded"
-"""Set by the logger once keys.json is in Redis; its absence means Redis lost the key set."""
+"""Set by the logger once keys.json is in Redis, to the KEYS_VERSION of that load; its absence
+means Redis lost the key set."""
 
 KEYS_FILE_DIGEST = "b23:{keys}:file-digest"
 """SHA-256 of keys.json as the logger last wrote or loaded it: a different file is a hand edit."""
@@ -74,21 +121,6 @@ LOGGER_HEARTBEAT = "b23:{logger}:heartbeat"
 LOGGER_STATUS = "b23:{logger}:status"
 """Hash of logger consumer name -> its status report JSON (shared/logger_status.py): keys.json
 and disk errors, for /readyz and `python -m logger_service --check`."""
-
-USAGE_PREFIX = "b23:{usage}:"
-"""Prefix of every usage aggregate key (layout in shared/usage_layout.py); a rebuild deletes all
-keys under it."""
-
-USAGE_GROUPS = USAGE_PREFIX + "groups"
-"""Hash of usage group id -> JSON [user_id, key_id, model, client_app]."""
-
-USAGE_WATERMARK = USAGE_PREFIX + "watermark"
-"""JSON {"file": digest of a file's first line, "offset": bytes}: every line of the event files
-before this point is counted in the usage aggregates, none after it. Absent: rebuild."""
-
-RECENT_REQUESTS = USAGE_PREFIX + "recent"
-"""Stream of the last RECENT_REQUESTS_MAX counted record lines, metadata only, in file order
-(shared/recent_requests.py): written with the aggregates, so rebuilt with them."""
 
 UI_SESSION_PREFIX = "b23:ui:session:"
 """Dashboard and /me sessions: `{prefix}{sha256(session id)}` -> session JSON, with the idle

@@ -9,7 +9,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_ADMIN_TOKEN_LENGTH = 16
@@ -111,6 +118,26 @@ class Settings(BaseSettings):
     )
     logger_consumer: str = Field(
         "logger-1", description="Stable consumer name of this logger in the Redis group."
+    )
+    event_shards: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Event streams the proxies spread usage events over (by a hash of the "
+        "request_id); shard 0 keeps events.jsonl, shard k writes events-<k>.jsonl. Every proxy "
+        "and logger must have the same value.",
+    )
+    logger_replicas: int = Field(
+        1,
+        ge=1,
+        description="Loggers sharing the shards: logger k owns the shards s with s % "
+        "LOGGER_REPLICAS == k (at most EVENT_SHARDS); logger 0 also owns keys.json.",
+    )
+    logger_ordinal: int = Field(
+        0,
+        ge=0,
+        description="This logger's k among LOGGER_REPLICAS (on Kubernetes, the StatefulSet "
+        "pod's index).",
     )
     events_rotate_bytes: int = Field(
         100 << 20, ge=1 << 10, description="Rotate events.jsonl when it grows past this size."
@@ -299,7 +326,38 @@ class Settings(BaseSettings):
 
     @property
     def events_path(self) -> Path:
-        return self.data_dir / "events.jsonl"
+        return self.event_file(0)
+
+    def event_file(self, shard: int) -> Path:
+        """Shard 0 keeps the name a single stream always had, so adding shards moves nothing."""
+        return self.data_dir / ("events.jsonl" if shard == 0 else f"events-{shard}.jsonl")
+
+    @property
+    def owned_shards(self) -> list[int]:
+        return [
+            shard
+            for shard in range(self.event_shards)
+            if shard % self.logger_replicas == self.logger_ordinal
+        ]
+
+    @property
+    def owns_key_file(self) -> bool:
+        """One writer of keys.json, whatever the number of loggers."""
+        return self.logger_ordinal == 0
+
+    @model_validator(mode="after")
+    def _loggers_fit_shards(self) -> Settings:
+        if self.logger_replicas > self.event_shards:
+            raise ValueError(
+                f"LOGGER_REPLICAS ({self.logger_replicas}) is more than EVENT_SHARDS "
+                f"({self.event_shards}): a logger would own no shard"
+            )
+        if self.logger_ordinal >= self.logger_replicas:
+            raise ValueError(
+                f"LOGGER_ORDINAL ({self.logger_ordinal}) must be below LOGGER_REPLICAS "
+                f"({self.logger_replicas})"
+            )
+        return self
 
 
 def host_ports(text: str) -> list[tuple[str, int]]:

@@ -3,13 +3,15 @@
 Every cell is kept per hour and again per UTC day, so a month-long report reads ~30 buckets and
 only a range's ragged ends read hours:
 
-    b23:usage:hour:2024-05-01T13          set of the group ids with requests that hour
-    b23:usage:hour:2024-05-01T13:<gid>    hash of that group's Tally fields
-    b23:usage:day:2024-05-01              the same per day
-    b23:usage:day:2024-05-01:<gid>
+    b23:{usage}:hour:2024-05-01T13          set of the group ids with requests that hour
+    b23:{usage}:hour:2024-05-01T13:<gid>    hash of that group's Tally fields
+    b23:{usage}:day:2024-05-01              the same per day
+    b23:{usage}:day:2024-05-01:<gid>
 
-One small hash per bucket and group stays in Redis's compact encoding. USAGE_GROUPS maps a group
-id (a digest of the group) back to its dimensions. Pure.
+Each event shard has its own (`b23:{usage:<k>}:...` for shard k > 0, shared/redis_names.py),
+counted from its own files; a reader adds up the shards' cells. One small hash per bucket and
+group stays in Redis's compact encoding. usage_groups(shard) maps a group id (a digest of the
+group) back to its dimensions. Pure.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from shared.redis_names import USAGE_PREFIX
+from shared.redis_names import usage_prefix
 from shared.usage import HOUR_MS, Cell, Group, Tally
 
 Bucket = tuple[str, int]
@@ -56,14 +58,14 @@ def end_ms(bucket: Bucket) -> int:
 
 
 @functools.cache
-def bucket_key(bucket: Bucket) -> str:
+def bucket_key(bucket: Bucket, shard: int = 0) -> str:
     kind, _ = bucket
     moment = datetime.fromtimestamp(first_hour(bucket) * 3600, UTC)
-    return f"{USAGE_PREFIX}{kind}:{moment.strftime(NAME_FORMATS[kind])}"
+    return f"{usage_prefix(shard)}{kind}:{moment.strftime(NAME_FORMATS[kind])}"
 
 
-def cell_key(bucket: Bucket, gid: str) -> str:
-    return f"{bucket_key(bucket)}:{gid}"
+def cell_key(bucket: Bucket, gid: str, shard: int = 0) -> str:
+    return f"{bucket_key(bucket, shard)}:{gid}"
 
 
 def encode_group(group: Group) -> bytes:

@@ -153,7 +153,7 @@ def test_a_loop_the_logger_cannot_do_without_ends_the_process(
     module, cls, method = loop.rsplit(".", 2)
     code = (
         f"import {module} as m\n"
-        "async def broken(self):\n"
+        "async def broken(self, *args):\n"
         "    raise RuntimeError('boom')\n"
         f"m.{cls}.{method} = broken\n"
         "from logger_service.__main__ import main\n"

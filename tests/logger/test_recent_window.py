@@ -214,7 +214,7 @@ async def test_the_logger_keeps_the_window_of_recent_requests_max(redis, redis_u
     )
     lines = record_lines(400)
     append(settings.events_path, lines)
-    assert await UsageLogger(settings, redis).rollup.catch_up() == len(lines)
+    assert await UsageLogger(settings, redis).lanes[0].rollup.catch_up() == len(lines)
     await assert_window_is_last(redis, lines, 7)
     assert await redis.xlen(RECENT_REQUESTS) < len(lines)
     default = Settings(_env_file=None, admin_token=ADMIN_TOKEN)

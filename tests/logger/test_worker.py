@@ -55,8 +55,8 @@ async def test_a_trickle_of_events_is_written_in_a_few_batches(redis_url, redis_
     acknowledgement and a rollup for each one."""
     batches: list[int] = []
     async with running_logger(redis_url, tmp_path, EVENTS) as (logger, redis):
-        append = logger.sink.append
-        logger.sink.append = lambda lines: batches.append(len(lines)) or append(lines)
+        append = logger.lanes[0].sink.append
+        logger.lanes[0].sink.append = lambda lines: batches.append(len(lines)) or append(lines)
         for index in range(EVENTS):
             await redis.xadd(EVENTS_STREAM, {"e": orjson.dumps({"request_id": f"r{index}"})})
             await asyncio.sleep(0.002)
@@ -88,7 +88,7 @@ async def test_an_event_the_assembler_chokes_on_is_still_written_and_the_rest_fo
             }
             await redis.xadd(EVENTS_STREAM, {"e": orjson.dumps(event)})
         await redis.xadd(EVENTS_STREAM, {"e": orjson.dumps({"request_id": "after"})})
-    lines = [orjson.loads(line) for line in logger.sink.path.read_bytes().splitlines()]
+    lines = [orjson.loads(line) for line in logger.lanes[0].sink.path.read_bytes().splitlines()]
     assert [line["request_id"] for line in lines] == ["poison0", "poison1", "after"]
     for line in lines[:2]:
         assert line["response"]["chunk_count"] == 1 and "unassembled" in line["response"]
@@ -116,8 +116,8 @@ async def test_a_batch_holds_at_most_its_bytes_and_one_entry_more(
         _,
     ):
         write, lines = logger._write, logger._lines
-        logger._write = lambda stream, entries: (
-            batches.append(entry_bytes(entries)) or write(stream, entries)
+        logger._write = lambda lane, stream, entries: (
+            batches.append(entry_bytes(entries)) or write(lane, stream, entries)
         )
         logger._lines = lambda entries, prices: (
             slices.append(entry_bytes(entries)) or lines(entries, prices)
@@ -176,7 +176,9 @@ async def test_an_edited_price_file_is_picked_up_and_an_invalid_one_keeps_the_la
         assert "write prices as strings" in report["prices"]
         assert report["price_version"] == second == logger.prices.table.version
         await send("r2")
-    costs = [orjson.loads(line)["cost"] for line in logger.sink.path.read_bytes().splitlines()]
+    costs = [
+        orjson.loads(line)["cost"] for line in logger.lanes[0].sink.path.read_bytes().splitlines()
+    ]
     assert [cost["price_version"] for cost in costs] == [first, second, second]
     # 2 uncached x 2.5 + 1 cache read x 1.25 + 4 output x 10, then x 12.5, per million tokens
     assert [cost["usd"] for cost in costs] == ["0.00004625", "0.00005625", "0.00005625"]
