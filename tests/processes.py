@@ -222,32 +222,33 @@ def wait_http(
 
 
 def redis_server_argv(port: int, work_dir: Path, *extra: str) -> list[str]:
-    """A private, memory-only redis-server on 127.0.0.1:port (and `extra` options)."""
+    """A private, memory-only redis-server on 127.0.0.1:port (and `extra` options, which may
+    override these: `--appendonly yes`)."""
     return [
         shutil.which("redis-server") or "redis-server",
         "--port",
         str(port),
         "--bind",
         "127.0.0.1",
-        *extra,
         "--save",
         "",
         "--appendonly",
         "no",
         "--dir",
         str(work_dir),
+        *extra,
     ]
 
 
 class RedisServer:
     """A private redis-server on a free port; `kill()`/`start()` simulate an outage."""
 
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(self, work_dir: Path, *extra: str) -> None:
         self.port = free_port()
         self.work_dir = work_dir
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process = ManagedProcess(
-            "redis", redis_server_argv(self.port, work_dir), dict(os.environ), work_dir
+            "redis", redis_server_argv(self.port, work_dir, *extra), dict(os.environ), work_dir
         )
 
     def start(self) -> RedisServer:

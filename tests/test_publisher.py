@@ -3,19 +3,23 @@ the stream's bounds (compacted past STREAM_COMPACT_BYTES, held back past STREAM_
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import orjson
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from proxy_service.publisher import (
     BATCH_MAX_BYTES,
     EventBounds,
     EventPublisher,
     StreamState,
+    shard_of,
 )
 from shared import redis_names
+from tests.processes import RedisServer
 
 
 @pytest.fixture
@@ -164,3 +168,84 @@ async def test_batches_are_cut_in_bytes(redis: Redis):
         publisher.publish(big(f"r{index}", 1_000_000))
     await publisher.flush_once()
     assert 0 < await redis.xlen(redis_names.EVENTS_STREAM) <= BATCH_MAX_BYTES // 1_000_000
+
+
+async def test_a_restarted_node_that_kept_its_epoch_gets_the_unwritten_events_again(tmp_path):
+    """A node that comes back with the epoch marker but without entries it had acknowledged
+    (a replica promoted before it got them; here: they are deleted, then the node restarts
+    from its append-only file, so only its run_id tells): they are published again. Without the
+    run_id the proxy would see the stream's oldest entry newer than them and forget them."""
+    server = RedisServer(tmp_path, "--appendonly", "yes").start()
+    client = Redis.from_url(server.url)
+    try:
+        publisher = EventPublisher(client, EventBounds.none())
+        await publish(publisher, "r0", "r1")
+        epoch = await client.get(redis_names.REDIS_EPOCH)
+        await client.delete(redis_names.EVENTS_STREAM)  # acknowledged, then lost
+        server.stop()
+        server.start()
+        with contextlib.suppress(RedisConnectionError):
+            await client.ping()  # the connection to the old process fails once
+        assert await client.get(redis_names.REDIS_EPOCH) == epoch, "the marker survived"
+        await publish(publisher, "r2")
+        await publisher.flush_once()
+        assert await stream_request_ids(client) == ["r2", "r0", "r1"]
+    finally:
+        await client.aclose()
+        server.stop()
+
+
+async def test_the_same_node_answering_again_replays_nothing(redis: Redis):
+    publisher = EventPublisher(redis, EventBounds.none())
+    await publish(publisher, "r0", "r1")
+    await publish(publisher, "r2")
+    await publish(publisher, "r3")
+    assert await stream_request_ids(redis) == ["r0", "r1", "r2", "r3"]
+
+
+@pytest.mark.parametrize("shards", [2, 3, 7])
+async def test_events_spread_over_the_shards_by_request_id_and_replay_into_their_own(
+    redis: Redis, shards: int
+):
+    """Each event lands in the stream shard_of(request_id) names, every shard gets some; a
+    shard whose node lost its data gets its own events again, the others nothing."""
+    publisher = EventPublisher(redis, EventBounds.none(), shards)
+    request_ids = [f"req-{i}" for i in range(60)]
+    await publish(publisher, *request_ids)
+    streams = [redis_names.events_stream(shard) for shard in range(shards)]
+    expected = {
+        stream: [rid for rid in request_ids if shard_of(rid, shards) == shard]
+        for shard, stream in enumerate(streams)
+    }
+    found = {stream: await request_ids_in(redis, stream) for stream in streams}
+    assert found == expected
+    assert all(found.values()), "every shard got some"
+    lost = streams[1]
+    await redis.delete(lost, redis_names.redis_epoch(1))  # shard 1's data gone: a new epoch
+    await publish(publisher, "one-more")
+    await publisher.flush_once()
+    replayed = {stream: await request_ids_in(redis, stream) for stream in streams}
+    one_more = streams[shard_of("one-more", shards)]
+    for stream in streams:
+        want = expected[stream] + (["one-more"] if stream == one_more else [])
+        if stream == lost:
+            assert sorted(replayed[stream]) == sorted(want)
+        else:
+            assert replayed[stream] == want
+    assert publisher.pending == 0
+
+
+async def test_a_full_shard_holds_back_every_event(redis: Redis):
+    """One stream past STREAM_MAX_ENTRIES (its logger stopped) makes the publisher full: the
+    events wait in its buffer, in order, rather than skipping ahead on the other shards."""
+    publisher = EventPublisher(redis, bounds(stream_max_entries=5), 2)
+    await publish(publisher, *(f"r{i}" for i in range(40)))
+    assert publisher.stream is StreamState.FULL
+    await publish(publisher, *(f"later{i}" for i in range(5)))
+    assert publisher.pending == 5
+    lengths = [await redis.xlen(redis_names.events_stream(shard)) for shard in range(2)]
+    assert max(lengths) >= 5 and publisher.stream_entries == sum(lengths)
+
+
+async def request_ids_in(redis: Redis, stream: str) -> list[str]:
+    return [orjson.loads(fields[b"e"])["request_id"] for _, fields in await redis.xrange(stream)]
