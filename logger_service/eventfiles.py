@@ -1,5 +1,6 @@
 """The event files of a data directory in the order their lines were written: the rotated
-`events-<UTC time>[-n].jsonl` by name, then `events.jsonl`.
+`events-<UTC time>[-n].jsonl` by name, then `events.jsonl`; with event shards, the same for
+each shard k's `events-<k>.jsonl` (shard_event_paths finds them).
 
 Reads stop at the last newline, so a line still being written is never seen in part.
 """
@@ -18,6 +19,21 @@ ROTATED_SUFFIX = re.compile(r"-(\d{8}T\d{6})(?:-(\d+))?\.jsonl$")
 STAMP_FORMAT = "%Y%m%dT%H%M%S"
 BLOCK_BYTES = 8 << 20
 FIRST_LINE_PROBE = 64 << 10
+
+
+SHARD_FILE = re.compile(r"events(?:-(\d{1,4}))?(?:-\d{8}T\d{6}(?:-\d+)?)?\.jsonl")
+"""Any event file of any shard: `events[-<shard>][-<UTC time>[-n]].jsonl`."""
+
+
+def shard_event_paths(data_dir: Path) -> list[Path]:
+    """The current file's path of every shard with a file (current or rotated) in `data_dir`:
+    `events.jsonl` for shard 0, `events-<k>.jsonl` for shard k."""
+    shards = set()
+    for path in data_dir.glob("events*.jsonl"):
+        match = SHARD_FILE.fullmatch(path.name)
+        if match is not None:
+            shards.add(int(match[1] or 0))
+    return [data_dir / ("events.jsonl" if k == 0 else f"events-{k}.jsonl") for k in sorted(shards)]
 
 
 def rotated_files(events_path: Path) -> list[Path]:

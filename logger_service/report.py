@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from logger_service.chart import METRICS, render_chart
-from logger_service.eventfiles import EventFileSet, rotated_at
+from logger_service.eventfiles import EventFileSet, rotated_at, shard_event_paths
 from logger_service.records import priced
 from logger_service.rotated import read_sidecar
 from logger_service.tallies import file_records, tally_file
@@ -89,6 +89,11 @@ def repriced_cells(
             tally_records((record,), recorded)
             tally_records((priced(record, prices),), repriced)  # in place, once counted
     return recorded, repriced
+
+
+def add_cells(into: dict[Cell, Tally], cells: dict[Cell, Tally]) -> None:
+    for cell, tally in cells.items():
+        into.setdefault(cell, Tally()).add(tally)
 
 
 def covered_files(events_path: Path, query: UsageQuery) -> Iterator[tuple[Path | None, Opener]]:
@@ -246,12 +251,17 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"no data directory at {args.data_dir}")
     prices = None if args.reprice is None else load_prices(parser, args.reprice)
     # model_construct: only the path is needed, not a whole validated configuration.
-    events_path = Settings.model_construct(data_dir=args.data_dir).events_path
+    shard_paths = shard_event_paths(args.data_dir)
     if prices is None:
-        cells = file_cells(events_path, query)
+        cells = [cell for path in shard_paths for cell in file_cells(path, query)]
         report = query.report(query.fold(cells))
     else:
-        recorded, repriced = repriced_cells(events_path, query, prices)
+        recorded: dict[Cell, Tally] = {}
+        repriced: dict[Cell, Tally] = {}
+        for path in shard_paths:
+            shard_recorded, shard_repriced = repriced_cells(path, query, prices)
+            add_cells(recorded, shard_recorded)
+            add_cells(repriced, shard_repriced)
         cells = list(recorded.items())
         report = query.report(query.fold(cells))
         with_repriced(report, query.report(query.fold(repriced.items())), prices.version)

@@ -1,31 +1,33 @@
 """The recent-requests window: the last RECENT_REQUESTS_MAX record lines, metadata only, newest
 read first, for the dashboard's Requests page.
 
-The logger's rollup adds one entry per line it counts to the stream RECENT_REQUESTS, in the
-transaction that counts the line (logger_service/rollup.py), so the window is an exact function
+The logger's rollup adds one entry per line it counts to its shard's window (recent_requests(k))
+in the transaction that counts the line (logger_service/rollup.py), so it is an exact function
 of the event files like the aggregates: rebuilt with them, never holding a line twice. An entry
 has one field, ENTRY_FIELD, a JSON array of the SLIM_FIELDS values in order (~280 bytes in
 Redis, ~14 MB for 50,000): a field per value took Redis about 4 times as long to add (an XADD's
 work grows with its arguments) for the same memory. Each text is cut to MAX_TEXT_CHARS, so an
 entry is small whatever a client sent; it holds neither prompt nor response.
 
-A page is read by keyset on the stream ids (`before`, exclusive), newest first: a page costs
-what it scans whatever the window holds, and pages do not shift as new requests arrive. A filter
+A page is read by keyset on the stream ids (`before`, exclusive), newest first, the shards'
+windows merged by (id, shard): a page costs what it scans whatever the windows hold, and pages
+do not shift as new requests arrive. A filter
 that matches little stops after `scan_budget` entries and hands back a cursor to go on from.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
-from shared.redis_names import RECENT_REQUESTS
+from shared.redis_names import recent_requests
 from shared.truncate import cut_text
 from shared.usage import record_tokens
 from shared.usage_split import CATEGORIES
@@ -285,13 +287,65 @@ class RecentPage:
     """Whether the window's oldest entry was read: there is no older page."""
 
 
-def parse_cursor(before: str) -> str:
-    """`before` if it is a stream id (`1700000000000-0`); ValueError otherwise."""
-    match = STREAM_ID.fullmatch(before)
-    if match is None or max(int(match[1]), int(match[2])) > MAX_ID_PART:
+def parse_cursor(before: str) -> tuple[str, int]:
+    """`before` as (stream id, shard): `1700000000000-0`, or `1700000000000-0.2` for an entry
+    of shard 2's window (ids of two shards' windows can be equal); ValueError otherwise."""
+    entry, _, shard = before.partition(".")
+    match = STREAM_ID.fullmatch(entry)
+    if (
+        match is None
+        or max(int(match[1]), int(match[2])) > MAX_ID_PART
+        or (shard and not (shard.isdigit() and len(shard) <= 4))
+    ):
         shown = before if len(before) <= 48 else before[:48] + "…"
         raise ValueError(f"not a page cursor: {shown!r} (a stream id like 1700000000000-0)")
-    return before
+    return entry, int(shard or 0)
+
+
+def cursor_of(entry_id: str, shard: int, shards: int) -> str:
+    return entry_id if shards == 1 else f"{entry_id}.{shard}"
+
+
+async def newest_first(
+    redis: Redis, shards: int, before: tuple[str, int] | None
+) -> AsyncIterator[tuple[str, int, dict]]:
+    """The entries of every shard's window, newest first (by id, then shard), older than
+    `before` (exclusive); each shard read READ_COUNT entries at a time, as the merge needs."""
+    heap: list[tuple[tuple[int, int, int], str, int, dict]] = []
+    pending: dict[int, list] = {}
+    bounds: dict[int, str | None] = {}
+    for shard in range(shards):
+        if before is None:
+            bounds[shard] = "+"
+        else:  # (id, shard) < before: the same id too in a lower shard
+            entry, at = before
+            bounds[shard] = entry if shard < at else "(" + entry
+
+    async def refill(shard: int) -> None:
+        bound = bounds[shard]
+        if bound is None:
+            return
+        entries = await redis.xrevrange(recent_requests(shard), bound, "-", READ_COUNT)
+        pending[shard] = list(reversed(entries))  # pop() takes the newest
+        bounds[shard] = None if len(entries) < READ_COUNT else "(" + _decoded(entries[-1][0])
+
+    def push(shard: int) -> None:
+        entry_id, fields = pending[shard].pop()
+        entry_id = _decoded(entry_id)
+        ms, seq = (int(part) for part in entry_id.split("-"))
+        heapq.heappush(heap, ((-ms, -seq, -shard), entry_id, shard, fields))
+
+    for shard in range(shards):
+        await refill(shard)
+        if pending[shard]:
+            push(shard)
+    while heap:
+        _, entry_id, shard, fields = heapq.heappop(heap)
+        yield entry_id, shard, fields
+        if not pending[shard]:
+            await refill(shard)
+        if pending[shard]:
+            push(shard)
 
 
 async def recent_page(
@@ -300,28 +354,26 @@ async def recent_page(
     before: str | None,
     limit: int = 50,
     scan_budget: int = 5000,
+    shards: int = 1,
 ) -> RecentPage:
-    """Up to `limit` rows `filters` accepts, newest first, older than the entry `before` (None:
-    from the newest), reading at most `scan_budget` entries."""
+    """Up to `limit` rows `filters` accepts, newest first over the `shards` windows, older than
+    the entry `before` (None: from the newest), reading at most `scan_budget` entries."""
     if limit < 1 or scan_budget < 1:
         raise ValueError("limit and scan_budget must be at least 1")
-    newest = "+" if before is None else "(" + parse_cursor(before)
+    start = None if before is None else parse_cursor(before)
     rows: list[RecentRequest] = []
     scanned = 0
-    while True:
-        count = min(READ_COUNT, scan_budget - scanned)
-        entries = await redis.xrevrange(RECENT_REQUESTS, newest, "-", count)
-        for index, (entry_id, fields) in enumerate(entries, 1):
+    entries = newest_first(redis, shards, start)
+    try:
+        async for entry_id, shard, fields in entries:
+            scanned += 1
             row = RecentRequest.from_entry(entry_id, fields)
             if filters.accepts(row):
                 rows.append(row)
-            if len(rows) == limit:
-                end = index == len(entries) and len(entries) < count
-                return RecentPage(rows, None if end else row.id, scanned + index, end)
-        scanned += len(entries)
-        if len(entries) < count:
-            return RecentPage(rows, None, scanned, True)
-        last = _decoded(entries[-1][0])
-        if scanned >= scan_budget:
-            return RecentPage(rows, last, scanned, False)
-        newest = "(" + last
+            cursor = cursor_of(entry_id, shard, shards)
+            if len(rows) == limit or scanned >= scan_budget:
+                more = await anext(entries, None) is not None
+                return RecentPage(rows, cursor if more else None, scanned, not more)
+    finally:
+        await entries.aclose()
+    return RecentPage(rows, None, scanned, True)

@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from logger_service.tallies import line_records
+from shared import redis_names
 from shared.recent_requests import (
     ENTRY_FIELD,
     MAX_TEXT_CHARS,
@@ -361,7 +362,7 @@ async def test_a_sparse_filter_stops_at_the_scan_budget_with_a_cursor_to_go_on(r
     assert (page.rows, page.scanned, page.reached_end) == ([], 1000, False)
     assert page.next_before == ids[-1000]
     pages = await all_pages(redis, nothing, scan_budget=1000)
-    assert [p.scanned for p in pages] == [1000, 1000, 1000, 0]
+    assert [p.scanned for p in pages] == [1000, 1000, 1000], "the last page knows it is last"
     assert pages[-1].reached_end
     few = RecentFilter(user_id="u1", outcome="failed")
     budgeted = await all_pages(redis, few, limit=5, scan_budget=300)
@@ -407,3 +408,30 @@ async def test_a_stream_id_cursor_is_exclusive(redis):
 async def test_a_page_of_nothing_is_refused(redis, options):
     with pytest.raises(ValueError):
         await recent_page(redis, RecentFilter(), None, **options)
+
+
+@pytest.mark.parametrize(("limit", "scan_budget"), [(1, 5000), (7, 5000), (50, 5000), (13, 40)])
+async def test_shards_windows_merge_newest_first_with_ties_each_row_once(
+    redis, limit: int, scan_budget: int
+):
+    """Three shards' windows with ids that tie across shards (two nodes' clocks agree to the
+    millisecond): every page sequence gives each entry once, ordered by (id, shard), newest
+    first, whatever the page size, filter or scan budget; a READ_COUNT-sized run needs refills."""
+    shards, count = 3, 1300
+    expected = []
+    async with redis.pipeline(transaction=False) as pipe:
+        for index in range(count):
+            shard = index % shards
+            entry_id = f"{1_000 + index // 2}-0"  # pairs share an id, in two shards
+            fields = slim_fields({"request_id": f"req_{index}", "user_id": f"u{index % 4}"})
+            pipe.xadd(
+                redis_names.recent_requests(shard), {ENTRY_FIELD: entry_value(fields)}, entry_id
+            )
+            expected.append(((1_000 + index // 2, shard), f"req_{index}", f"u{index % 4}"))
+        await pipe.execute()
+    expected.sort(reverse=True)
+    for filters in (RecentFilter(), RecentFilter(user_id="u1")):
+        pages = await all_pages(redis, filters, limit=limit, scan_budget=scan_budget, shards=shards)
+        wanted = [rid for _, rid, user in expected if filters.user_id in (None, user)]
+        assert request_ids(pages) == wanted
+        assert pages[-1].reached_end and pages[-1].next_before is None

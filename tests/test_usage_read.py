@@ -44,8 +44,10 @@ def answer(cells) -> dict:
 @pytest.mark.parametrize("chunk", [1, 7, 2000, 10**6])
 async def test_any_chunk_size_reads_the_same_cells(counted, chunk):
     redis, _ = counted
-    assert answer(await read_cells(redis, QUERY, chunk)) == answer(await read_cells(redis, QUERY))
-    assert answer(await read_cells(redis, QUERY, chunk))["totals"]["requests"] > 0
+    assert answer(await read_cells(redis, QUERY, chunk=chunk)) == answer(
+        await read_cells(redis, QUERY)
+    )
+    assert answer(await read_cells(redis, QUERY, chunk=chunk))["totals"]["requests"] > 0
 
 
 async def test_lines_counted_during_the_read_make_it_read_again(counted):

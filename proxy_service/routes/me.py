@@ -33,7 +33,7 @@ async def my_usage(request: Request, state: State) -> dict[str, Any]:
     day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     today = _query(day_start, key.key_id, now)
     month = _query(day_start.replace(day=1), key.key_id, now)
-    cells = await read_cells(state.redis, month)
+    cells = await read_cells(state.redis, month, state.settings.event_shards)
     budgets = [
         *budgets_of_record("key", key.key_id, key),
         *budgets_of_record("user", key.user_id, user),

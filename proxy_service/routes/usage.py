@@ -16,9 +16,16 @@ from fastapi import APIRouter
 from proxy_service.deps import AdminState
 from proxy_service.errors import InvalidRequest
 from shared.redis_client import RedisClient
-from shared.redis_names import USAGE_GROUPS, USAGE_WATERMARK
+from shared.redis_names import usage_groups, usage_watermark
 from shared.usage import HOUR_MS, Cell, Tally
-from shared.usage_layout import bucket_key, cell_key, covering, decode_group, first_hour
+from shared.usage_layout import (
+    Bucket,
+    bucket_key,
+    cell_key,
+    covering,
+    decode_group,
+    first_hour,
+)
 from shared.usage_query import UsageQuery, build_query
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -53,22 +60,37 @@ async def usage(
         )
     except ValueError as error:
         raise InvalidRequest(str(error)) from None
-    return await usage_report(state.redis, query)
+    return await usage_report(state.redis, query, state.settings.event_shards)
 
 
-async def usage_report(redis: RedisClient, query: UsageQuery) -> dict[str, Any]:
+async def usage_report(redis: RedisClient, query: UsageQuery, shards: int = 1) -> dict[str, Any]:
     """The answer of GET /admin/usage to `query` (the dashboard's Usage page shows the same)."""
-    return query.report(query.fold(await read_cells(redis, query), Tally.add_fields))
+    return query.report(query.fold(await read_cells(redis, query, shards), Tally.add_fields))
 
 
 async def read_cells(
-    redis: RedisClient, query: UsageQuery, chunk: int = CELLS_PER_READ
+    redis: RedisClient, query: UsageQuery, shards: int = 1, chunk: int = CELLS_PER_READ
 ) -> list[tuple[Cell, dict[bytes, bytes]]]:
     """The cells (their Tally fields) of every bucket covering the query's hours whose group
-    passes its filters.
+    passes its filters, in every event shard's aggregates (a cell of the same hour and group
+    may come from several: folding adds them)."""
+    buckets = covering(query.first_hour, query.end_hour, time.time_ns() // 1_000_000 // HOUR_MS)
+    projection = query.projection()
+    if projection is not None:
+        buckets = [
+            (projection, index) if kind == "day" else (kind, index) for kind, index in buckets
+        ]
+    cells = []
+    for shard in range(shards):
+        cells += await _shard_cells(redis, query, buckets, shard, chunk)
+    return cells
 
-    First the watermark and which groups each bucket has, then their counters, `chunk`
-    hashes per round trip, then the watermark again: the logger moves it in
+
+async def _shard_cells(
+    redis: RedisClient, query: UsageQuery, buckets: list[Bucket], shard: int, chunk: int
+) -> list[tuple[Cell, dict[bytes, bytes]]]:
+    """One shard's cells: first its watermark and which groups each bucket has, then their
+    counters, `chunk` hashes per round trip, then the watermark again: the logger moves it in
     the same transaction as the counters of the lines it passes, so if it has not moved, no
     counter changed during the read, and the answer adds up the lines before one watermark;
     if it moved, read again. Chunks, not one transaction: a month of a busy gateway is
@@ -76,18 +98,13 @@ async def read_cells(
     proxy's requests waiting), and one reply over the socket timeout. No transaction at all:
     the watermark read at both ends brackets every read (and redis-py's cluster transactions
     fail on SMEMBERS)."""
-    buckets = covering(query.first_hour, query.end_hour, time.time_ns() // 1_000_000 // HOUR_MS)
-    projection = query.projection()
-    if projection is not None:
-        buckets = [
-            (projection, index) if kind == "day" else (kind, index) for kind, index in buckets
-        ]
+    watermark_key = usage_watermark(shard)
     for _ in range(SNAPSHOT_ATTEMPTS):
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.get(USAGE_WATERMARK)
-            pipe.hgetall(USAGE_GROUPS)
+            pipe.get(watermark_key)
+            pipe.hgetall(usage_groups(shard))
             for bucket in buckets:
-                pipe.smembers(bucket_key(bucket))
+                pipe.smembers(bucket_key(bucket, shard))
             watermark, registry, *members = await pipe.execute()
         groups = {gid.decode(): decode_group(raw) for gid, raw in registry.items()}
         wanted = [
@@ -100,9 +117,9 @@ async def read_cells(
         for start in range(0, len(wanted), chunk):
             async with redis.pipeline(transaction=False) as pipe:
                 for bucket, gid, _ in wanted[start : start + chunk]:
-                    pipe.hgetall(cell_key(bucket, gid))
+                    pipe.hgetall(cell_key(bucket, gid, shard))
                 hashes += await pipe.execute()
-        if await redis.get(USAGE_WATERMARK) == watermark:
+        if await redis.get(watermark_key) == watermark:
             break
     return [
         ((first_hour(bucket), group), fields)

@@ -35,5 +35,5 @@ async def my_page(request: Request, signed: MePage) -> Response:
         key=shown,
         limits=await token_limits(state.redis, key, now),
         user_budgets=views.get(("user", key.user_id), {}),
-        **await key_usage(state.redis, key.key_id, now, RECENT_ROWS),
+        **await key_usage(state.redis, key.key_id, now, RECENT_ROWS, state.settings.event_shards),
     )

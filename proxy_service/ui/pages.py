@@ -68,9 +68,11 @@ async def _keys_with_limits(state: ProxyState) -> list[dict[str, Any]]:
 async def home(request: Request, signed: AdminPage) -> Response:
     state, now = signed.state, utc_now()
     since = overview.month_start(now)
-    cells = await usage_cells(state.redis, since, now)
+    shards = state.settings.event_shards
+    cells = await usage_cells(state.redis, since, now, shards=shards)
     by = {
-        by: await usage_cells(state.redis, since, now, None, by) for by in ("key", "user", "model")
+        by: await usage_cells(state.redis, since, now, None, by, shards)
+        for by in ("key", "user", "model")
     }
     daily = overview.daily(cells, now, since)
     warn = state.settings.budget_warn_percent
@@ -94,7 +96,7 @@ async def home(request: Request, signed: AdminPage) -> Response:
         top_keys=overview.top(by["key"], now, since, "key"),
         top_users=overview.top(by["user"], now, since, "user"),
         top_models=overview.top(by["model"], now, since, "model"),
-        health=await pipeline_health(state.redis),
+        health=await pipeline_health(state.redis, shards),
     )
 
 
@@ -237,7 +239,7 @@ async def _key_page(
         key=view,
         status_text=key_status(view),
         limits=limits,
-        **await key_usage(state.redis, key_id, now, KEY_PAGE_REQUESTS),
+        **await key_usage(state.redis, key_id, now, KEY_PAGE_REQUESTS, state.settings.event_shards),
         notice=notice,
         error=error,
         form=form or form_of(view),
@@ -323,7 +325,7 @@ async def _usage(signed: AdminPage, params: dict[str, str | None]) -> dict[str, 
         )
     except ValueError as error:
         raise ProxyError(str(error), status=400) from None
-    return await usage_report(signed.state.redis, query)
+    return await usage_report(signed.state.redis, query, signed.state.settings.event_shards)
 
 
 @router.get("/usage")
@@ -415,7 +417,12 @@ async def requests_page(request: Request, signed: AdminPage) -> Response:
     params = request.query_params
     filters = {name: params[name][:256] for name in RECENT_FILTERS if params.get(name)}
     try:
-        found = await recent_rows(signed.state.redis, filters, before=params.get("before"))
+        found = await recent_rows(
+            signed.state.redis,
+            filters,
+            before=params.get("before"),
+            shards=signed.state.settings.event_shards,
+        )
     except ValueError as error:
         return page(
             request,
@@ -468,7 +475,9 @@ async def models_page(request: Request, signed: AdminPage) -> Response:
                 entry["aliases"].append(alias)
         models = sorted(entries.values(), key=lambda m: m["name"])
     since = overview.month_start(now)
-    by_model = await usage_cells(state.redis, since, now, None, "model")
+    by_model = await usage_cells(
+        state.redis, since, now, None, "model", state.settings.event_shards
+    )
     unpriced = overview.unpriced_models(by_model, now, since)
     for group in unpriced:
         if group["key"]["model"] is not None:

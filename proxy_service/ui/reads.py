@@ -31,11 +31,12 @@ async def usage_cells(
     now: datetime,
     filters: Mapping[str, str] | None = None,
     group_by: str = "day",
+    shards: int = 1,
 ) -> Cells:
     """The cells from `since` to now that answer a `group_by` question under `filters`, read
     and decoded once for the folds of that question: a question about at most one dimension
     reads its day projection (a few cells a day), not every group's cells."""
-    cells = await read_cells(redis, query(since_seconds, now, group_by, filters))
+    cells = await read_cells(redis, query(since_seconds, now, group_by, filters), shards)
     return [(cell, counts_only(fields)) for cell, fields in cells]
 
 
@@ -54,31 +55,25 @@ async def limits_of(
     return await many_token_limits(redis, limited, now) if limited else {}
 
 
-async def pipeline_health(redis: Redis) -> dict[str, Any]:
-    """Stream backlog (entries, of them not yet read by the logger), loggers reporting, the
-    logger's file status, and how long ago the last request was counted."""
+async def pipeline_health(redis: Redis, shards: int = 1) -> dict[str, Any]:
+    """Stream backlog over the shards (entries, of them not yet read by a logger), loggers
+    reporting, the loggers' file status, and how long ago the last request was counted."""
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.xlen(redis_names.EVENTS_STREAM)
         pipe.exists(redis_names.LOGGER_HEARTBEAT)
-        pipe.xrevrange(redis_names.RECENT_REQUESTS, count=1)
-        entries, heartbeat, newest = await pipe.execute()
-    lag = None
-    try:
-        for group in await redis.xinfo_groups(redis_names.EVENTS_STREAM):
-            if group["name"] in (redis_names.LOGGER_GROUP, redis_names.LOGGER_GROUP.encode()):
-                lag = group.get("lag")
-    except ResponseError:  # no stream yet
-        pass
+        for shard in range(shards):
+            pipe.xlen(redis_names.events_stream(shard))
+            pipe.xrevrange(redis_names.recent_requests(shard), count=1)
+        heartbeat, *per_shard = await pipe.execute()
+    entries = sum(per_shard[0::2])
+    newest = [window[0][0] for window in per_shard[1::2] if window]
+    lags = [await _unread(redis, redis_names.events_stream(shard)) for shard in range(shards)]
     last_counted = None
     if newest:
-        entry_id = newest[0][0]
-        entry_ms = int(
-            (entry_id.decode() if isinstance(entry_id, bytes) else entry_id).split("-")[0]
-        )
+        entry_ms = max(int(_text(entry_id).split("-")[0]) for entry_id in newest)
         last_counted = max(0.0, time.time() - entry_ms / 1000)
     return {
         "stream_entries": entries,
-        "unread": lag,
+        "unread": None if None in lags else sum(lags),
         "logger_alive": bool(heartbeat),
         "loggers": sorted(await running_loggers(redis)),
         "files": await files_report(redis),
@@ -86,15 +81,32 @@ async def pipeline_health(redis: Redis) -> dict[str, Any]:
     }
 
 
-async def key_usage(redis: Redis, key_id: str, now: datetime, recent: int) -> dict[str, Any]:
+async def _unread(redis: Redis, stream: str) -> int | None:
+    """Entries of the stream the loggers' group has not read (None: not known)."""
+    try:
+        for group in await redis.xinfo_groups(stream):
+            if group["name"] in (redis_names.LOGGER_GROUP, redis_names.LOGGER_GROUP.encode()):
+                return group.get("lag")
+    except ResponseError:  # no stream yet
+        pass
+    return None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def key_usage(
+    redis: Redis, key_id: str, now: datetime, recent: int, shards: int = 1
+) -> dict[str, Any]:
     """What the key page and /me show of one key's use: the cards, the daily chart and its
     table, the per-model table of 30 days, and its last `recent` requests."""
     since = overview.month_start(now)
     filters = {"key_id": key_id}
-    cells = await usage_cells(redis, since, now, filters)
-    by_model = await usage_cells(redis, since, now, filters, "model")
+    cells = await usage_cells(redis, since, now, filters, shards=shards)
+    by_model = await usage_cells(redis, since, now, filters, "model", shards)
     daily = overview.daily(cells, now, since, filters)
-    rows = await recent_rows(redis, filters, before=None, limit=recent)
+    rows = await recent_rows(redis, filters, before=None, limit=recent, shards=shards)
     return {
         "windows": overview.cards(cells, now, filters),
         "daily": daily,

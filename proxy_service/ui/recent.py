@@ -84,8 +84,14 @@ class Rows:
 
 
 async def recent_rows(
-    redis: Redis, filters: Mapping[str, str], before: str | None, limit: int = PAGE_ROWS
+    redis: Redis,
+    filters: Mapping[str, str],
+    before: str | None,
+    limit: int = PAGE_ROWS,
+    shards: int = 1,
 ) -> Rows:
-    """A page of the window, newest first; ValueError for a bad filter or cursor."""
-    page = await recent_page(redis, recent_filter(filters), before or None, limit=limit)
+    """A page of the windows, newest first; ValueError for a bad filter or cursor."""
+    page = await recent_page(
+        redis, recent_filter(filters), before or None, limit=limit, shards=shards
+    )
     return Rows([row(r) for r in page.rows], page.scanned, page.next_before)

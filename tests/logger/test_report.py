@@ -236,3 +236,28 @@ def test_in_the_containers_layout_the_chart_goes_to_stdout_or_says_why_not(data_
     assert to_stdout.stdout.lstrip().lower().startswith("<!doctype html")
     assert "total" in to_stdout.stderr.lower()  # the table moved to stderr
     assert "<svg" in to_stdout.stdout
+
+
+def test_every_shards_files_are_read(data_dir, tmp_path):
+    """The same lines spread over three shards' files (`events.jsonl`, `events-1-<time>.jsonl`
+    rotated with its sidecar, `events-2.jsonl`...): the same totals, per user too."""
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    rotated = sorted(p for p in data_dir.glob("events-*.jsonl"))
+    assert len(rotated) >= 3
+    for index, path in enumerate(rotated):
+        stem = "events" if index % 2 == 0 else "events-1"
+        name = stem + path.name.removeprefix("events")
+        (sharded / name).write_bytes(path.read_bytes())
+        sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+        if sidecar.exists():
+            (sharded / (name + SIDECAR_SUFFIX)).write_bytes(sidecar.read_bytes())
+    (sharded / "events-2.jsonl").write_bytes((data_dir / "events.jsonl").read_bytes())
+    assert {p.name for p in sharded.glob("events-1-*.jsonl")} and (sharded / "events-2.jsonl")
+    records = all_records(data_dir)
+    assert all_records(sharded) != [] and len(all_records(sharded)) == len(records)
+    body = orjson.loads(report(sharded, "--json", "--by", "user", "--since", "6d"))
+    assert {k: body["totals"][k] for k in sums(records)} == sums(records)
+    for group in body["groups"]:
+        mine = [r for r in records if r["user_id"] == group["key"]["user_id"]]
+        assert {k: group[k] for k in sums(mine)} == sums(mine)
