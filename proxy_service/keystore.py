@@ -5,7 +5,8 @@ The hot path (`lookup`, `user`) is a dict read: no request waits on Redis. A cha
 on KEYS_CHANNEL or USERS_CHANNEL (sharded pub/sub on a cluster: shared/redis_client.py's
 `announce` and `listen`) reaches every subscribed replica in milliseconds; after any
 disconnect the whole set is reloaded, and a periodic full reload bounds staleness even if a
-message is lost. While Redis is unreachable the last known set keeps serving.
+message is lost. While Redis is unreachable the last known set keeps serving, and so it does
+after a failover until the logger has loaded keys.json into the new node.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 
 from shared import redis_names
 from shared.keys import KeyRecord
-from shared.redis_client import REDIS_ERRORS, RedisClient, listen
+from shared.redis_client import NODE_IDENTITY, REDIS_ERRORS, RedisClient, listen
 from shared.users import UserSettings
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ class KeyStore:
         self._users: dict[str, UserSettings] = {}
         self.loaded = False
         """True once a full set has been read from Redis (after the logger loaded keys.json)."""
+        self._source: tuple[bytes, bytes] | None = None
+        """(run_id of the node, KEYS_LOADED) the set was last read with."""
+        self._waiting_for_logger = False
         self.connected = False
 
     def lookup(self, key_hash: str) -> KeyRecord | None:
@@ -64,15 +68,27 @@ class KeyStore:
             self._users[user_id] = settings
 
     async def reload_all(self) -> None:
-        """Replace the set from Redis, unless Redis lost it: then keep serving what we know
-        until the logger restores keys.json (it publishes '*' when it has)."""
+        """Replace the set from Redis, unless Redis lost it, or the node holding it is not the
+        one the set was last read from and the logger has not loaded keys.json into it since
+        (a failover may have brought back an older copy, a revoked key active in it): then
+        keep serving what we know until the logger has (it publishes '*' when it has)."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.exists(redis_names.KEYS_LOADED)
+            pipe.get(redis_names.KEYS_LOADED)
             pipe.hgetall(redis_names.KEYS_HASH)
             pipe.hgetall(redis_names.USERS_HASH)
-            restored, raw, users = await pipe.execute()
-        if not restored:
+            pipe.eval(NODE_IDENTITY.source, 1, redis_names.KEYS_LOADED)
+            restored, raw, users, node = await pipe.execute()
+        if restored is None:
             return
+        if self._source is not None and node != self._source[0] and restored == self._source[1]:
+            if not self._waiting_for_logger:
+                log.warning(
+                    "the Redis node holding the key set changed: serving the last known set "
+                    "until the logger has loaded keys.json into it"
+                )
+            self._waiting_for_logger = True
+            return
+        self._source, self._waiting_for_logger = (node, restored), False
         self._records = {
             key_hash.decode(): KeyRecord.from_redis(key_hash.decode(), value)
             for key_hash, value in raw.items()

@@ -112,3 +112,37 @@ async def test_an_admin_change_a_load_replaced_is_not_confirmed(redis_url, redis
         assert orjson.loads(path.read_bytes())["keys"][0]["user_id"] == "ann"
     finally:
         await redis.aclose()
+
+
+async def test_a_proxy_keeps_its_set_until_the_logger_has_loaded_keys_json_into_a_new_node(
+    tmp_path,
+):
+    """A proxy that reads the set again from a node that changed (here: restarted from its
+    append-only file holding an older copy) keeps what it knows, a revocation included, until
+    the logger's load (a new KEYS_LOADED), rather than serving the older copy meanwhile."""
+    server = RedisServer(tmp_path, "--appendonly", "yes").start()
+    redis = Redis.from_url(server.url)
+    path = tmp_path / "keys.json"
+    path.write_bytes(orjson.dumps({"keys": [{"api_key": SECRET, "user_id": "ann"}]}))
+    try:
+        keeper, store = KeyFileKeeper(redis, path), KeyStore(redis)
+        await keeper.tick()
+        active = await stored(redis)
+        revoked = active.model_copy(update={"active": False})
+        await KeyWriter(redis, store).change(put=[revoked])  # in force here at once
+        await keeper.tick()
+        await store.reload_all()
+        assert store.lookup(active.key_hash).active is False
+        await redis.hset(redis_names.KEYS_HASH, active.key_hash, active.to_redis())  # lost
+        await restart(server, redis)
+        await store.reload_all()
+        assert store.lookup(active.key_hash).active is False, "not the node's older copy"
+        await keeper.tick()  # the logger sees the new node and loads keys.json
+        await store.reload_all()
+        assert store.lookup(active.key_hash).active is False
+        await KeyWriter(redis, store).change(put=[active])  # and later changes apply as ever
+        await store.reload_all()
+        assert store.lookup(active.key_hash).active is True
+    finally:
+        await redis.aclose()
+        server.stop()
