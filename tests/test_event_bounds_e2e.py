@@ -169,7 +169,7 @@ def test_logger_down_the_stream_compacts_then_stops_and_recovers_exactly_once(
         assert "compacted" not in records[request_id]
         assert records[request_id]["usage"]["total_tokens"] == TOKENS
     wait_until(lambda: ready(system)["stream"]["state"] == "ok", 10)
-    assert "Redis stream back under its bounds" in system.proxies[0].log()
+    assert "stream b23:{events}:stream back under its bounds" in system.proxies[0].log()
     stream.close()
 
 

@@ -10,7 +10,9 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from logger_service.rollup import Rollup
 from logger_service.tallies import line_records
+from proxy_service.publisher import shard_of
 from shared import redis_names
 from shared.recent_requests import (
     ENTRY_FIELD,
@@ -35,6 +37,7 @@ from tests.recent_data import (
     STREAMED,
     line_of,
     proxy_events,
+    record_lines,
 )
 
 EVENTS = proxy_events(200)
@@ -435,3 +438,59 @@ async def test_shards_windows_merge_newest_first_with_ties_each_row_once(
         wanted = [rid for _, rid, user in expected if filters.user_id in (None, user)]
         assert request_ids(pages) == wanted
         assert pages[-1].reached_end and pages[-1].next_before is None
+
+
+@pytest.mark.parametrize(("limit", "ids"), [(1, 100), (2, 100), (3, 100), (499, 600), (500, 600)])
+async def test_ids_tied_in_all_three_shards_page_each_row_once(redis, limit: int, ids: int):
+    """Every id in all three windows (600: ties of three, more than a READ_COUNT per shard): a
+    page may end on any member of a tie, and the next one starts at the member after it, by
+    (id, shard) newest first; the cursor names the shard."""
+    shards = 3
+    async with redis.pipeline(transaction=False) as pipe:
+        for seq in range(ids):
+            for shard in range(shards):
+                fields = slim_fields({"request_id": f"req_{seq}_{shard}"})
+                pipe.xadd(
+                    redis_names.recent_requests(shard),
+                    {ENTRY_FIELD: entry_value(fields)},
+                    f"7000-{seq}",
+                )
+        await pipe.execute()
+    pages = await all_pages(redis, RecentFilter(), limit=limit, shards=shards)
+    expected = [f"req_{seq}_{shard}" for seq in reversed(range(ids)) for shard in (2, 1, 0)]
+    assert request_ids(pages) == expected
+    last = pages[0].rows[-1]
+    assert pages[0].next_before == f"{last.id}.{last.request_id.rsplit('_', 1)[1]}"
+    single = await all_pages(redis, RecentFilter(), limit=limit)  # EVENT_SHARDS=1: shard 0's
+    assert request_ids(single) == [f"req_{seq}_0" for seq in reversed(range(ids))]
+
+
+async def test_three_shards_windows_from_their_rollups_list_every_counted_line_once(
+    redis, tmp_path
+):
+    """Windows as three rollups write them (ids of one Redis clock in three streams, which can
+    tie): the pages over them list every line of the three files once, each shard's newest
+    first, and the whole newest first by entry id."""
+    shards = 3
+    lines = record_lines(900, seed=5)
+    by_shard: dict[int, list[bytes]] = {shard: [] for shard in range(shards)}
+    for line in lines:
+        by_shard[shard_of(orjson.loads(line)["request_id"], shards)].append(line)
+    paths = {k: tmp_path / ("events.jsonl" if k == 0 else f"events-{k}.jsonl") for k in by_shard}
+    for part in range(3):  # interleaved: the windows' ids mix over time
+        for shard, mine in by_shard.items():
+            with paths[shard].open("ab") as file:
+                file.writelines(mine[part::3])
+            await Rollup(redis, paths[shard], 3650, shard=shard, recent_max=10_000).catch_up()
+    pages = await all_pages(redis, RecentFilter(), limit=37, shards=shards)
+    rows = [row for page in pages for row in page.rows]
+    listed = [row.request_id for row in rows]
+    assert sorted(listed) == sorted(orjson.loads(line)["request_id"] for line in lines)
+    assert len(set(listed)) == len(lines)
+    stream_ids = [tuple(map(int, row.id.split("-"))) for row in rows]
+    assert stream_ids == sorted(stream_ids, reverse=True)
+    for shard in range(shards):
+        window = await redis.xrange(redis_names.recent_requests(shard))
+        ids = [RecentRequest.from_entry(*entry).request_id for entry in window]
+        assert len(ids) == len(by_shard[shard]), "the window holds every line of its shard"
+        assert [rid for rid in listed if rid in set(ids)] == ids[::-1]

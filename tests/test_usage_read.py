@@ -10,7 +10,8 @@ import pytest
 from redis.asyncio import Redis
 
 from logger_service.rollup import Rollup
-from proxy_service.routes.usage import read_cells
+from proxy_service.routes.usage import read_cells, usage_report
+from shared.redis_names import usage_watermark
 from shared.usage import Tally
 from shared.usage_layout import bucket_key
 from shared.usage_query import build_query
@@ -114,3 +115,112 @@ async def test_a_question_about_one_dimension_reads_its_projection_and_the_same_
     )
     assert_matches(report, expected)
     await redis.aclose()
+
+
+# --- event shards -----------------------------------------------------------------------------
+
+SHARDS = 3
+SHARD_RECORDS = {
+    0: random_records(700, seed=31, start_ms=START, hours=60),
+    1: random_records(600, seed=32, start_ms=START + 30 * HOUR, hours=66),
+    2: [  # no bob, no deepseek-chat: groups of its own beside ones shared with the others
+        record
+        for record in random_records(900, seed=33, start_ms=START + 12 * HOUR, hours=84)
+        if record.get("user_id") != "bob" and record.get("model") != "deepseek-chat"
+    ],
+}
+LATE = 250
+"""Shard 1's last lines, counted during a read in the watermark test."""
+ALL_RECORDS = [record for records in SHARD_RECORDS.values() for record in records]
+
+
+def shard_path(directory: Path, shard: int) -> Path:
+    return directory / ("events.jsonl" if shard == 0 else f"events-{shard}.jsonl")
+
+
+@pytest.fixture
+async def sharded(redis_client, redis_url, tmp_path) -> tuple[Redis, Path]:
+    """Three shards' files, each counted into its own aggregates by its own rollup, as each
+    shard's logger does; shard 1 without its LATE last lines."""
+    redis = Redis.from_url(redis_url)
+    for shard, records in SHARD_RECORDS.items():
+        kept = records[:-LATE] if shard == 1 else records
+        shard_path(tmp_path, shard).write_bytes(b"".join(lines_of(kept)))
+        rollup = Rollup(redis, shard_path(tmp_path, shard), 3650, shard=shard, recent_max=100)
+        assert await rollup.catch_up() == len(kept)
+    yield redis, tmp_path
+    await redis.aclose()
+
+
+def count_late_lines(directory: Path) -> None:
+    with shard_path(directory, 1).open("ab") as file:
+        file.writelines(lines_of(SHARD_RECORDS[1][-LATE:]))
+
+
+@pytest.mark.parametrize(
+    "group_by,filters,since",
+    [
+        ("day,model", {}, START),
+        ("user", {}, START),
+        ("key", {}, PLAIN_START),
+        ("model", {}, PLAIN_START),
+        ("client_app", {}, START),
+        ("user,model", {}, PLAIN_START),
+        ("day", {"user_id": "bob"}, START),
+        ("key,day", {"model": "gpt-4o"}, PLAIN_START),
+    ],
+)
+async def test_three_shards_aggregates_add_up_to_a_recount_of_all_their_files(
+    sharded, group_by, filters, since
+):
+    """Every reader's answer over EVENT_SHARDS=3 is the recount of the three files together:
+    groups only one shard has, and groups two or three have (their cells added)."""
+    redis, directory = sharded
+    count_late_lines(directory)
+    assert await Rollup(redis, shard_path(directory, 1), 3650, shard=1).catch_up() == LATE
+    until = START + 96 * HOUR
+    query = build_query(
+        since=str(since // 1000),
+        until=str(until // 1000),
+        group_by=group_by,
+        filters=filters,
+        now_ms=START + 200 * HOUR,
+    )
+    report = await usage_report(redis, query, SHARDS)
+    expected = expected_report(
+        ALL_RECORDS, since_ms=since, until_ms=until, group_by=group_by, filters=filters
+    )
+    assert_matches(report, expected)
+    shard_0 = expected_report(
+        SHARD_RECORDS[0], since_ms=since, until_ms=until, group_by=group_by, filters=filters
+    )
+    assert_matches(await usage_report(redis, query), shard_0)  # one shard: shard 0's alone
+
+
+async def test_a_watermark_moved_during_the_read_rereads_that_shard_only(sharded):
+    """Shard 1's logger counts LATE lines between that shard's reads and its watermark check:
+    shard 1 is read again (the answer holds the lines, as a recount of the files now does), and
+    shards 0 and 2, whose watermarks did not move, are read once."""
+    redis, directory = sharded
+    count_late_lines(directory)
+    real_get = redis.get
+    checks: list[str] = []
+    counted_during: list[int] = []
+
+    async def get_after_a_rollup(name):
+        checks.append(name)
+        if name == usage_watermark(1) and not counted_during:
+            rollup = Rollup(redis, shard_path(directory, 1), 3650, shard=1)
+            counted_during.append(await rollup.catch_up())
+        return await real_get(name)
+
+    redis.get = get_after_a_rollup
+    try:
+        report = await usage_report(redis, QUERY, SHARDS)
+    finally:
+        redis.get = real_get
+    assert counted_during == [LATE]
+    until = START + 96 * HOUR
+    expected = expected_report(ALL_RECORDS, since_ms=START, until_ms=until, group_by="day,model")
+    assert_matches(report, expected)
+    assert checks == [usage_watermark(shard) for shard in (0, 1, 1, 2)]

@@ -14,7 +14,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from logger_service.rotated import SIDECAR_SUFFIX
+from logger_service.rotated import SIDECAR_SUFFIX, write_sidecar
+from proxy_service.publisher import shard_of
 from shared.prices import money_text, parse_table
 from tests.processes import ROOT
 
@@ -261,3 +262,58 @@ def test_every_shards_files_are_read(data_dir, tmp_path):
     for group in body["groups"]:
         mine = [r for r in records if r["user_id"] == group["key"]["user_id"]]
         assert {k: group[k] for k in sums(mine)} == sums(mine)
+
+
+def split_into_shards(data_dir: Path, out: Path, shards: int) -> dict[int, list[Path]]:
+    """Each file's lines spread over `shards` shards' files as the proxies spread requests
+    (shard_of), each rotated file's share under the shard's own name and the same rotation
+    time: every shard then has rotated files and a current one. Sidecars for shards 0 and 1's
+    rotated files, none for shard 2's (read line by line)."""
+    out.mkdir()
+    files: dict[int, list[Path]] = {shard: [] for shard in range(shards)}
+    for path in sorted(data_dir.glob("events*.jsonl")):
+        parts: dict[int, list[bytes]] = {shard: [] for shard in range(shards)}
+        for line in path.read_bytes().splitlines(keepends=True):
+            parts[shard_of(orjson.loads(line)["request_id"], shards)].append(line)
+        for shard, lines in parts.items():
+            stem = "events" if shard == 0 else f"events-{shard}"
+            target = out / (stem + path.name.removeprefix("events"))
+            target.write_bytes(b"".join(lines))
+            files[shard].append(target)
+            if target.name != f"{stem}.jsonl" and shard < 2:
+                write_sidecar(target)
+    return files
+
+
+@pytest.mark.parametrize("by", ["user", "day", "key,model"])
+def test_three_shards_current_and_rotated_files_give_the_report_of_all_their_lines(
+    data_dir, tmp_path, by
+):
+    """A data directory of EVENT_SHARDS=3 (events.jsonl, events-1.jsonl, events-2.jsonl and
+    each one's rotated files, with or without sidecars): the report is the one of the same
+    lines unsharded, and the recount of every shard's lines, recorded and repriced."""
+    sharded = tmp_path / "sharded"
+    files = split_into_shards(data_dir, sharded, 3)
+    for shard, paths in files.items():
+        names = [path.name for path in paths]
+        current = "events.jsonl" if shard == 0 else f"events-{shard}.jsonl"
+        assert current in names and len(names) >= 3, names  # rotated ones too
+        owners = {shard_of(r["request_id"], 3) for path in paths for r in lines_of(path)}
+        assert owners == {shard}
+    records = all_records(data_dir)
+    assert sorted(r["request_id"] for r in all_records(sharded)) == sorted(
+        r["request_id"] for r in records
+    )
+    args = ("--json", "--by", by, "--since", "6d")
+    body = orjson.loads(report(sharded, *args))
+    assert body == orjson.loads(report(data_dir, *args))
+    assert {k: body["totals"][k] for k in sums(records)} == sums(records)
+    prices = tmp_path / "prices.toml"
+    prices.write_text(REPRICED)
+    repriced = orjson.loads(report(sharded, *args, "--reprice", str(prices)))
+    assert repriced == orjson.loads(report(data_dir, *args, "--reprice", str(prices)))
+    assert repriced["totals"]["repriced"]["cost_usd"] != body["totals"]["cost_usd"]
+
+
+def lines_of(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
