@@ -36,7 +36,7 @@ from logger_service.durable import write_atomically
 from logger_service.health import DiskError
 from shared import redis_names
 from shared.keys import KeyFile, KeyRecord
-from shared.redis_client import NODE_IDENTITY, RedisClient, announce
+from shared.redis_client import NODE_IDENTITY, RedisClient, announce, atomic
 from shared.users import UserSettings
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class KeyFileKeeper:
 
     async def tick(self) -> None:
         """One pass of the checks above; called every fraction of a second."""
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with atomic(self._redis) as pipe:
             pipe.exists(redis_names.KEYS_LOADED)
             pipe.get(redis_names.KEYS_VERSION)
             pipe.get(redis_names.KEYS_PERSISTED_VERSION)
@@ -150,7 +150,7 @@ class KeyFileKeeper:
                     return
                 self._reject(content, digest, error)
                 return
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with atomic(self._redis) as pipe:
             pipe.incr(redis_names.KEYS_VERSION)
             pipe.delete(redis_names.KEYS_HASH, redis_names.USERS_HASH)
             if mapping:
@@ -199,7 +199,7 @@ class KeyFileKeeper:
 
     async def persist(self) -> None:
         """Write a consistent snapshot of the set and report the version it holds."""
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with atomic(self._redis) as pipe:
             pipe.get(redis_names.KEYS_VERSION)
             pipe.hgetall(redis_names.KEYS_HASH)
             pipe.hgetall(redis_names.USERS_HASH)
@@ -213,7 +213,7 @@ class KeyFileKeeper:
             raise DiskError("write", self.path, error) from error
         self._known_digest = _digest(content)
         self._seen_stat = self._stat()
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with atomic(self._redis) as pipe:
             pipe.set(redis_names.KEYS_FILE_DIGEST, self._known_digest)
             pipe.set(redis_names.KEYS_PERSISTED_VERSION, version)
             await pipe.execute()

@@ -85,6 +85,21 @@ class NotRetryable(ProxyError):
         super().__init__(message, headers={"x-should-retry": "false"})
 
 
+class ChangeReplaced(ProxyError):
+    """An admin change keys.json was loaded over before the logger wrote it (a hand edit of
+    the file, or a failover of the key set's Redis node): not in force; make it again."""
+
+    status = 409
+    code = "change_replaced"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "keys.json was loaded into Redis again before this change was written to it (the "
+            "file was edited, or the key set's Redis node failed over): the change is not in "
+            "force; make it again"
+        )
+
+
 class AuthenticationFailed(NotRetryable):
     status = 401
     code = "invalid_api_key"

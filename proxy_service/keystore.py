@@ -16,7 +16,7 @@ import logging
 
 from shared import redis_names
 from shared.keys import KeyRecord
-from shared.redis_client import NODE_IDENTITY, REDIS_ERRORS, RedisClient, listen
+from shared.redis_client import NODE_IDENTITY, REDIS_ERRORS, RedisClient, atomic, listen
 from shared.users import UserSettings
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class KeyStore:
         one the set was last read from and the logger has not loaded keys.json into it since
         (a failover may have brought back an older copy, a revoked key active in it): then
         keep serving what we know until the logger has (it publishes '*' when it has)."""
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with atomic(self._redis) as pipe:
             pipe.get(redis_names.KEYS_LOADED)
             pipe.hgetall(redis_names.KEYS_HASH)
             pipe.hgetall(redis_names.USERS_HASH)

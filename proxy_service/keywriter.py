@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 
+from proxy_service.errors import ChangeReplaced
 from proxy_service.keystore import KeyStore
 from shared import redis_names
 from shared.keys import KeyRecord
-from shared.redis_client import RedisClient, announce
+from shared.redis_client import RedisClient, announce, atomic
 from shared.users import UserSettings
 
 PERSIST_POLL_SECONDS = 0.05
@@ -31,7 +32,7 @@ class KeyWriter:
         transaction; announce each, put them in force here at once. Returns the version
         keys.json must reach to hold the change."""
         users = users or {}
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with atomic(self._redis) as pipe:
             pipe.incr(redis_names.KEYS_VERSION)
             for record in remove:
                 pipe.hdel(redis_names.KEYS_HASH, record.key_hash)
@@ -73,8 +74,8 @@ class KeyWriter:
 
     async def wait_persisted(self, version: int, timeout: float) -> bool:
         """True once the logger reports keys.json holds `version` (or later) within `timeout`;
-        False too when the logger loaded keys.json over the set since (KEYS_LOADED holds a later
-        version: a hand edit, or a failover of the key set's node), replacing the change."""
+        ChangeReplaced when the logger loaded keys.json over the set since (KEYS_LOADED holds a
+        later version: a hand edit, or a failover of the key set's node), undoing the change."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -83,7 +84,7 @@ class KeyWriter:
                 pipe.get(redis_names.KEYS_LOADED)
                 persisted, loaded = await pipe.execute()
             if loaded is not None and int(loaded) > version:
-                return False
+                raise ChangeReplaced
             if persisted is not None and int(persisted) >= version:
                 return True
             if loop.time() >= deadline:

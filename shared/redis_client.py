@@ -10,8 +10,9 @@ single Redis and a Redis Cluster: scripts, and the key-change notices.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -113,11 +114,26 @@ async def listen(
     node that owns their slot; SUBSCRIBE elsewhere); returns the call that waits up to its
     timeout for the next one."""
     if isinstance(pubsub, ClusterPubSub):
-        await pubsub.cluster.initialize()  # the slots, to find the node: a no-op once known
+        # The slots read afresh, to find the node: after a failover the client's map still
+        # names the dead master until some other command on that slot fails.
+        await pubsub.cluster.nodes_manager.initialize()
         await pubsub.ssubscribe(*channels)
         return lambda timeout: pubsub.get_sharded_message(timeout=timeout)
     await pubsub.subscribe(*channels)
     return lambda timeout: pubsub.get_message(timeout=timeout)
+
+
+@contextlib.asynccontextmanager
+async def atomic(redis: RedisClient) -> AsyncIterator[Pipeline | ClusterPipeline]:
+    """A MULTI/EXEC pipeline (queued commands only: never WATCH). On a cluster the client is
+    made ready first, in this event loop: redis-py 8.1's cluster transactions run each queued
+    command's slot lookup through asyncio.run in a thread of its own, and a client left to
+    initialise itself there (at first use, or after a failover) gets connections and a lock
+    bound to that thread's short-lived loop, which later fail every loop of the process."""
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()
+    async with redis.pipeline(transaction=True) as pipe:
+        yield pipe
 
 
 def queue_unlink(pipe: Pipeline | ClusterPipeline, names: Sequence[str]) -> None:

@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from shared.budgets import Period
 
 
-
 def shard_tag(tag: str, shard: int) -> str:
     """`b23:{<tag>}:` for shard 0, `b23:{<tag>:<shard>}:` for the others."""
     return f"b23:{{{tag}}}:" if shard == 0 else f"b23:{{{tag}:{shard}}}:"

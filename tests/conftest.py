@@ -29,6 +29,7 @@ test asserts is unchanged; a runaway example still meets pytest-timeout."""
 SLOWEST_FIRST = (
     "test_faults.py",
     "sentinel/test_sentinel_failover.py",
+    "cluster_six/test_six_nodes.py",
     "test_shard_loggers.py",
     "test_logger_hardening.py",
     "test_event_bounds_e2e.py",

@@ -60,7 +60,8 @@ async def test_lines_counted_during_the_read_make_it_read_again(counted):
 
     async def get_after_a_rollup(name):
         if not counted_during:  # the check after the first read: the logger counted meanwhile
-            counted_during.append(await Rollup(redis, path, 3650).catch_up())
+            logger = Redis(connection_pool=redis.connection_pool)  # its own, unpatched get
+            counted_during.append(await Rollup(logger, path, 3650).catch_up())
         return await real_get(name)
 
     redis.get = get_after_a_rollup
@@ -210,7 +211,8 @@ async def test_a_watermark_moved_during_the_read_rereads_that_shard_only(sharded
     async def get_after_a_rollup(name):
         checks.append(name)
         if name == usage_watermark(1) and not counted_during:
-            rollup = Rollup(redis, shard_path(directory, 1), 3650, shard=1)
+            logger = Redis(connection_pool=redis.connection_pool)  # its own, unpatched get
+            rollup = Rollup(logger, shard_path(directory, 1), 3650, shard=1)
             counted_during.append(await rollup.catch_up())
         return await real_get(name)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from shared.redis_client import atomic
 from shared.redis_names import UI_LOGIN_FAILURES_PREFIX
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ class LoginThrottle:
     async def retry_after(self, address: str) -> int | None:
         """Seconds until `address` may try again; None while it has failures left."""
         key = self._key(address)
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with atomic(self.redis) as pipe:
             pipe.get(key)
             pipe.ttl(key)
             count, ttl = await pipe.execute()
@@ -42,7 +43,7 @@ class LoginThrottle:
     async def failed(self, address: str, page: str) -> None:
         """Count a wrong secret; logged with the address and page, never the secret."""
         key = self._key(address)
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with atomic(self.redis) as pipe:
             pipe.incr(key)
             pipe.expire(key, WINDOW_SECONDS, nx=True)
             count, _ = await pipe.execute()

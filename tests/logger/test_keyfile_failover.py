@@ -2,17 +2,19 @@
 by a failover, may answer with an older copy of the key set (asynchronous replication loses the
 last acknowledged writes) that still carries the loaded marker. The logger notices the node's
 new run_id and loads keys.json again, so a revocation answered 200 (in the file) stays in force.
-Also: an admin change that such a load replaced is not confirmed (KEYS_LOADED's version)."""
+Also: an admin change that such a load replaced is refused as replaced (KEYS_LOADED's version)."""
 
 from __future__ import annotations
 
 import contextlib
 
 import orjson
+import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from logger_service.keyfile import KeyFileKeeper
+from proxy_service.errors import ChangeReplaced
 from proxy_service.keystore import KeyStore
 from proxy_service.keywriter import KeyWriter
 from shared import redis_names
@@ -105,7 +107,8 @@ async def test_an_admin_change_a_load_replaced_is_not_confirmed(redis_url, redis
         await keeper.load(path.read_bytes())  # what a hand edit or a failover does
         await keeper.tick()  # and the set is persisted: the version passes the change's
         assert int(await redis.get(redis_names.KEYS_PERSISTED_VERSION)) > version
-        assert not await writer.wait_persisted(version, timeout=0.3)
+        with pytest.raises(ChangeReplaced):
+            await writer.wait_persisted(version, timeout=0.3)
         later = await writer.change(put=[record])
         await keeper.tick()
         assert await writer.wait_persisted(later, timeout=2)

@@ -141,7 +141,7 @@ async def test_a_crash_between_chunks_neither_repeats_nor_skips_a_line(redis, tm
 
 
 class CrashBeforeExec(Rollup):
-    def _queue_counts(self, pipe, cells) -> None:
+    def _queue_counts(self, pipe, cells, expected) -> None:
         raise RuntimeError("killed between reading the file and EXEC")
 
 

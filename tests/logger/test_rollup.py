@@ -93,7 +93,7 @@ async def test_a_partial_last_line_waits_until_it_is_whole(redis, tmp_path):
 
 
 class CrashBeforeExec(Rollup):
-    def _queue_counts(self, pipe, cells) -> None:
+    def _queue_counts(self, pipe, cells, expected) -> None:
         raise RuntimeError("killed between reading the file and EXEC")
 
 
