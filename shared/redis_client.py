@@ -133,7 +133,16 @@ async def atomic(redis: RedisClient) -> AsyncIterator[Pipeline | ClusterPipeline
     if isinstance(redis, RedisCluster):
         await redis.initialize()
     async with redis.pipeline(transaction=True) as pipe:
-        yield pipe
+        try:
+            yield pipe
+        except REDIS_ERRORS:
+            # A transaction that failed on a node does not always refresh the client's slot
+            # map (redis-py re-reads it every few failures only): read it now, so the next
+            # attempt goes to the promoted master rather than the dead one again.
+            if isinstance(redis, RedisCluster):
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await redis.nodes_manager.initialize()
+            raise
 
 
 def queue_unlink(pipe: Pipeline | ClusterPipeline, names: Sequence[str]) -> None:
