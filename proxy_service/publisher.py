@@ -44,7 +44,7 @@ import logging
 import secrets
 import sys
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -150,7 +150,7 @@ class ShardStream:
     state: StreamState = StreamState.OK
     entries: int = 0
     estimated_bytes: int = 0
-    overflowing: bool = field(default=False)
+    overflowing: bool = False
     """Its replay copy is past its bound (said once per episode)."""
 
 

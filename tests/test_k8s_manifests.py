@@ -35,6 +35,7 @@ from starlette.routing import Match
 from proxy_service.app import SHUTDOWN_DRAIN_SECONDS, create_app
 from shared.prices import parse_table
 from shared.settings import STAY_DOWN_VARIABLE, Settings, describe_invalid_settings
+from tests.test_containers import dockerfile
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
@@ -236,22 +237,6 @@ def app_pods(
 
 def proxy_env(docs: list[dict[str, Any]]) -> dict[str, str]:
     return next(env for workload, _, _, env in app_pods(docs) if workload["kind"] == "Deployment")
-
-
-def dockerfile(name: str) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined; comments dropped."""
-    steps, pending = [], ""
-    for raw in (ROOT / name).read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        keyword, _, args = (pending + line).partition(" ")
-        steps.append((keyword.upper(), args.strip()))
-        pending = ""
-    return steps
 
 
 def dockerfile_cmd(name: str) -> list[str]:
