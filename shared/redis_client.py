@@ -24,6 +24,7 @@ from redis.backoff import NoBackoff
 from redis.connection import parse_url
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
+from shared.closed_connections import guard_closed_connections
 from shared.settings import Settings, host_ports
 
 RedisClient = Redis | RedisCluster
@@ -43,6 +44,7 @@ def connect(settings: Settings, *, timeout: float) -> RedisClient:
     """A client for REDIS_MODE whose commands give up after `timeout` seconds (connecting: 2 at
     most). REDIS_URL's user and password also apply to the listed cluster nodes and to the
     master the sentinels name (its database too), not to the sentinels themselves."""
+    guard_closed_connections()
     options: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": min(timeout, 2.0),
