@@ -344,6 +344,14 @@ def test_a_key_change_made_right_after_a_failover_of_the_key_sets_master_is_neve
     created = create(system)
     master = cluster.master_of(KEYS_HASH)
     replica = cluster.replica_of(master)
+    # The key on the replica before its master dies (replication is asynchronous, and the
+    # replica may be the node the previous test killed, just synced again): else the promoted
+    # node may lack it, the PATCH answers 404 and the change this test is about is never made.
+    wait_until(
+        lambda: key_on_node(cluster, replica, created["api_key"]) is not None,
+        10,
+        what="the new key on the replica",
+    )
     logger = system.logger
     assert logger is not None
     logger.signal(signal.SIGSTOP)
