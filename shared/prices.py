@@ -25,7 +25,7 @@ import logging
 import re
 import time
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -41,6 +41,10 @@ MAX_RATE = Decimal(1000)
 """USD per million tokens no real model charges: a higher figure is a unit slip, refused."""
 MAX_FILE_BYTES = 4 << 20
 """A price file larger than this is refused (it is read whole on every check)."""
+SETTLE_SECONDS = 0.1
+"""How long changed content must stay the same to be loaded: an editor or `cat >` that
+truncates the file and then writes it shows an empty or partial file for a moment, and a table
+read then (an empty one prices nothing) would price records until the next check."""
 MONEY_CONTEXT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN)
 """Enough digits for any count (2**53) times any rate of up to 40 decimals, and for the sum of a
 record's categories, so no cost is ever rounded (list prices have at most a few decimals)."""
@@ -278,11 +282,13 @@ def nano_usd(cost: Mapping[str, Any] | None) -> int | None:
 class PriceBook:
     """The table in force for one process: the file at `path`, read again when its content
     changes (read and hashed on every `refresh`: a stat can miss an edit in place that keeps
-    the size within one mtime tick). A file that cannot be used keeps the last good table in
-    force, is logged once (per content) and shows in `error` and `load_errors`."""
+    the size within one mtime tick), and loaded once it reads the same SETTLE_SECONDS later
+    (`wait` waits them). A file that cannot be used keeps the last good table in force, is
+    logged once (per content) and shows in `error` and `load_errors`."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, wait: Callable[[float], None] = time.sleep) -> None:
         self.path = path
+        self._wait = wait
         self.table: PriceTable | None = None
         self.error: str | None = None
         """Why the file at the path is not the table in force; None when it is."""
@@ -298,15 +304,17 @@ class PriceBook:
             return False
         self.checked_at = time.time()
         try:
-            with self.path.open("rb") as file:
-                content = file.read(MAX_FILE_BYTES + 1)
+            content = self._read(self.path)
+            digest = hashlib.sha256(content).hexdigest()
+            if digest == self._seen_digest:
+                return False
+            self._wait(SETTLE_SECONDS)
+            if self._read(self.path) != content:
+                return False  # still being written: read again at the next check
         except OSError as error:
             self._seen_digest = None
             hint = " (copy config/prices.example.toml there)" if not self.path.exists() else ""
             self._fail(f"cannot read {self.path}: {error.strerror or error}{hint}", str(error))
-            return False
-        digest = hashlib.sha256(content).hexdigest()
-        if digest == self._seen_digest:
             return False
         self._seen_digest = digest
         try:
@@ -322,6 +330,11 @@ class PriceBook:
             names = len(table.names) + len(table.patterns)
             log.info("price table %s in force (%s, %d names)", table.version, self.path, names)
         return changed
+
+    @staticmethod
+    def _read(path: Path) -> bytes:
+        with path.open("rb") as file:
+            return file.read(MAX_FILE_BYTES + 1)
 
     def _fail(self, why: str, digest: str) -> None:
         if digest == self._failed_digest:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from shared.prices import (
     MAX_FILE_BYTES,
     MAX_RATE,
+    SETTLE_SECONDS,
     PriceBook,
     PriceFileError,
     PriceTable,
@@ -718,6 +719,35 @@ def test_book_loads_and_picks_up_edits(tmp_path: Path, logged: Callable[[], list
     assert book.refresh() is True
     assert book.table.version == parse_table(GOOD).version
     assert len(logged()) == 0
+
+
+@pytest.mark.parametrize("cut", [0, 1, len(GOOD_2) // 2, len(GOOD_2) - 1])
+def test_book_never_loads_a_file_caught_mid_write(tmp_path: Path, cut: int) -> None:
+    """An edit that truncates the file and writes it (`cat >`, many editors), caught between
+    the two: the first read sees the first `cut` bytes, the file is whole by the settle read,
+    so nothing is loaded then; the next check loads the whole file. Never the part: an empty
+    table would price nothing, a cut one only some models."""
+    path = tmp_path / "prices.toml"
+    write(path, GOOD)
+    waits: list[float] = []
+    written_meanwhile: list[bytes] = []
+
+    def wait(seconds: float) -> None:
+        waits.append(seconds)
+        if written_meanwhile:
+            write(path, written_meanwhile.pop())
+
+    book = PriceBook(path, wait=wait)
+    assert book.refresh() is True
+    good = book.table
+
+    write(path, GOOD_2[:cut])
+    written_meanwhile.append(GOOD_2)
+    assert book.refresh() is False
+    assert book.table is good and book.error is None and book.load_errors == 0
+    assert book.refresh() is True
+    assert book.table is not None and book.table.version == parse_table(GOOD_2).version
+    assert waits == [SETTLE_SECONDS] * 3
 
 
 def test_book_touched_but_unchanged_keeps_its_table(tmp_path: Path) -> None:
