@@ -152,8 +152,10 @@ def key_in_file(system: System, key_id: str) -> dict | None:
 
 def key_on_node(cluster: SixNodeCluster, port: int, api_key: str) -> dict | None:
     """The key's record in the key set as node `port` holds it: what every proxy reads when it
-    loads the set (at start, after a reconnect, every 30 s)."""
+    loads the set (at start, after a reconnect, every 30 s). A replica's too (READONLY: else
+    it answers MOVED)."""
     with cluster.nodes[port].client() as node:
+        node.execute_command("READONLY")
         raw = node.hget(KEYS_HASH, hash_api_key(api_key))
     return orjson.loads(raw) if raw is not None else None
 
