@@ -4,7 +4,8 @@ Redis pub/sub.
 The hot path (`lookup`, `user`) is a dict read: no request waits on Redis. A change published
 on KEYS_CHANNEL or USERS_CHANNEL (sharded pub/sub on a cluster: shared/redis_client.py's
 `announce` and `listen`) reaches every subscribed replica in milliseconds; after any
-disconnect the whole set is reloaded, and a periodic full reload bounds staleness even if a
+disconnect, or a subscription the server ended (a cluster slot moved), the replica subscribes
+again and the whole set is reloaded, and a periodic full reload bounds staleness even if a
 message is lost. While Redis is unreachable the last known set keeps serving, and so it does
 after a failover until the logger has loaded keys.json into the new node.
 """
@@ -122,7 +123,7 @@ class KeyStore:
                 await asyncio.sleep(RECONNECT_DELAY_SECONDS)
 
     async def _follow(self) -> None:
-        async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+        async with self._redis.pubsub() as pubsub:
             receive = await listen(pubsub, redis_names.KEYS_CHANNEL, redis_names.USERS_CHANNEL)
             await self.reload_all()
             self.connected = True

@@ -11,6 +11,7 @@ single Redis and a Redis Cluster: scripts, and the key-change notices.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -22,6 +23,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.connection import parse_url
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from shared.closed_connections import guard_closed_connections
@@ -109,20 +111,39 @@ def announce(pipe: Pipeline | ClusterPipeline, channel: str, message: str) -> No
         pipe.publish(channel, message)
 
 
+class SubscriptionEnded(RedisConnectionError):
+    """The server ended a subscription nobody asked it to end: on a cluster, the channel's slot
+    moved to another node (Redis sends SUNSUBSCRIBE when a slot leaves its node). Caught like a
+    lost connection: the caller subscribes again, on the slot's new owner."""
+
+
 async def listen(
     pubsub: PubSub | ClusterPubSub, *channels: str
 ) -> Callable[[float], Awaitable[Message | None]]:
     """Subscribe to the notices `announce` sends on `channels` (SSUBSCRIBE on a cluster, on the
     node that owns their slot; SUBSCRIBE elsewhere); returns the call that waits up to its
-    timeout for the next one."""
+    timeout for the next one (None: none came, or a subscription was confirmed). It raises
+    SubscriptionEnded when the server ends a subscription (make `pubsub` without
+    ignore_subscribe_messages, so that this one is seen)."""
     if isinstance(pubsub, ClusterPubSub):
         # The slots read afresh, to find the node: after a failover the client's map still
         # names the dead master until some other command on that slot fails.
         await pubsub.cluster.nodes_manager.initialize()
         await pubsub.ssubscribe(*channels)
-        return lambda timeout: pubsub.get_sharded_message(timeout=timeout)
-    await pubsub.subscribe(*channels)
-    return lambda timeout: pubsub.get_message(timeout=timeout)
+        get = functools.partial(pubsub.get_sharded_message, ignore_subscribe_messages=False)
+    else:
+        await pubsub.subscribe(*channels)
+        get = functools.partial(pubsub.get_message, ignore_subscribe_messages=False)
+
+    async def receive(timeout: float) -> Message | None:
+        message = await get(timeout=timeout)
+        if message is None or message["type"] in ("subscribe", "ssubscribe"):
+            return None
+        if message["type"] in ("unsubscribe", "sunsubscribe"):
+            raise SubscriptionEnded(f"the server ended the subscription to {message['channel']!r}")
+        return message
+
+    return receive
 
 
 @contextlib.asynccontextmanager

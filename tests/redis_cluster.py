@@ -405,6 +405,47 @@ class SixNodeCluster:
         assert reply == "OK", f"CLUSTER FAILOVER TAKEOVER on {cut.replica}: {reply!r}"
         self._wait_promoted(cut.master, cut.replica, slot, timeout)
 
+    def other_master(self, port: int) -> int:
+        """A live master that is not `port`."""
+        masters = [e.port for e in self.topology() if e.is_master and not e.failed and e.slots]
+        return min(master for master in masters if master != port)
+
+    def move_slot(self, slot: int, to_master: int, dwell: float = 0.0) -> None:
+        """Move `slot` to master `to_master` as `redis-cli --cluster reshard` does: the target
+        IMPORTING and the source MIGRATING it, its keys moved with MIGRATE, then every master
+        told the new owner. `dwell` s are spent in each of the two states between (keys all
+        still on the source; all on the target, the slot not yet handed over), so that traffic
+        meets the ASK and TRYAGAIN answers of a migration."""
+        source = self._owner(slot)
+        assert source is not None, f"no live master holds slot {slot}"
+        view = {entry.port: entry for entry in self.topology()}
+        target = view[to_master]
+        assert target.is_master and source.port != to_master
+        with self.nodes[to_master].client() as into, self.nodes[source.port].client() as out:
+            into.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source.node_id)
+            out.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target.node_id)
+            time.sleep(dwell)
+            while keys := out.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                out.execute_command("MIGRATE", "127.0.0.1", to_master, "", 0, 5000, "KEYS", *keys)
+            time.sleep(dwell)
+            into.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target.node_id)
+            out.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target.node_id)
+        for entry in view.values():
+            if entry.is_master and not entry.failed and entry.port not in (to_master, source.port):
+                with self.nodes[entry.port].client() as other:
+                    other.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target.node_id)
+
+        def everywhere() -> bool:
+            owners = [self._owner(slot, node.port) for node in self._live()]
+            return all(owner is not None and owner.port == to_master for owner in owners)
+
+        until(
+            everywhere,
+            FAILOVER_WAIT,
+            f"every node to name {to_master} the owner of slot {slot}",
+            self.nodes.values(),
+        )
+
     def logs(self) -> str:
         return "\n".join(node.process.log() for node in self.nodes.values())
 
