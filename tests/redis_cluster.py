@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from redis.cluster import ClusterNode
 
 from tests.processes import START_TIMEOUT, ManagedProcess, free_port, redis_server_argv
 
@@ -404,6 +405,11 @@ class SixNodeCluster:
         reply = replica.cli("cluster", "failover", "takeover").strip()
         assert reply == "OK", f"CLUSTER FAILOVER TAKEOVER on {cut.replica}: {reply!r}"
         self._wait_promoted(cut.master, cut.replica, slot, timeout)
+
+    def client(self) -> redis.RedisCluster:
+        """A cluster client of the live nodes (it follows MOVED and ASK); callers close it."""
+        nodes = [ClusterNode("127.0.0.1", node.port) for node in self._live()]
+        return redis.RedisCluster(startup_nodes=nodes, socket_timeout=2, socket_connect_timeout=2)
 
     def other_master(self, port: int) -> int:
         """A live master that is not `port`."""
