@@ -27,10 +27,14 @@ from shared.settings import Settings
 
 
 class ResettingRedis:
-    """Answers PING with PONG and anything else with OK; `reset_all` resets every connection."""
+    """Answers PING with PONG, a MULTI ... EXEC as Redis does (QUEUED, then one OK each), and
+    anything else with OK; keeps the size of every SET value it took, and `reset_all` resets
+    every connection."""
 
     def __init__(self) -> None:
         self.connections = 0
+        self.stored: list[int] = []
+        """The size of each SET value taken, in order."""
         self._writers: list[asyncio.StreamWriter] = []
         self._server: asyncio.Server | None = None
 
@@ -57,17 +61,31 @@ class ResettingRedis:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self._writers.append(writer)
+        queued: int | None = None
         try:
             while line := await reader.readline():
-                count = int(line[1:])
-                words = []
-                for _ in range(count):
-                    await reader.readline()  # $<length>
-                    words.append((await reader.readline()).rstrip(b"\r\n"))
-                writer.write(b"+PONG\r\n" if words[0].upper() == b"PING" else b"+OK\r\n")
+                words = [await _bulk_string(reader) for _ in range(int(line[1:]))]
+                name = words[0].upper()
+                if name == b"SET":
+                    self.stored.append(len(words[2]))
+                if name == b"MULTI":
+                    queued, reply = 0, b"+OK\r\n"
+                elif name == b"EXEC":
+                    queued, reply = None, b"*%d\r\n" % queued + b"+OK\r\n" * (queued or 0)
+                elif queued is not None:
+                    queued, reply = queued + 1, b"+QUEUED\r\n"
+                else:
+                    reply = b"+PONG\r\n" if name == b"PING" else b"+OK\r\n"
+                writer.write(reply)
                 await writer.drain()
-        except (ConnectionError, ValueError):
+        except (ConnectionError, ValueError, asyncio.IncompleteReadError):
             pass
+
+
+async def _bulk_string(reader: asyncio.StreamReader) -> bytes:
+    """One `$<length>` bulk string of a command, of any size."""
+    length = int((await reader.readline())[1:])
+    return (await reader.readexactly(length + 2))[:-2]
 
 
 async def reset_while_idle(server: ResettingRedis, connection: Connection) -> None:
@@ -94,7 +112,34 @@ def run_on_uvloop(scenario: Callable[[ResettingRedis, int], Awaitable[None]]) ->
         runner.run(main())
 
 
-def test_a_client_from_connect_sends_on_a_new_connection():
+async def ping_client(client: Redis) -> None:
+    assert await client.ping() is True
+
+
+async def set_large(client: Redis) -> None:
+    """A Claude Code turn's size: one 300 KB value."""
+    assert await client.set("b23:{events}:big", b"x" * 300_000) is True
+
+
+async def transaction(client: Redis) -> None:
+    """A MULTI of three 100 KB values, sent in one write."""
+    async with client.pipeline(transaction=True) as pipe:
+        for index in range(3):
+            pipe.set(f"b23:{{events}}:{index}", b"y" * 100_000)
+        assert await pipe.execute() == [True, True, True]
+
+
+@pytest.mark.parametrize(
+    ("command", "stored"),
+    [(ping_client, []), (set_large, [300_000]), (transaction, [100_000] * 3)],
+    ids=["ping", "set-300KB", "multi-3x100KB"],
+)
+def test_a_client_from_connect_sends_on_a_new_connection(
+    command: Callable[[Redis], Awaitable[None]], stored: list[int]
+):
+    """Whatever goes out next, whole, on the new connection: nothing of it reached the reset
+    one (so nothing can run twice)."""
+
     async def scenario(server: ResettingRedis, port: int) -> None:
         settings = Settings(
             _env_file=None, admin_token="a" * 32, redis_url=f"redis://127.0.0.1:{port}/0"
@@ -105,8 +150,9 @@ def test_a_client_from_connect_sends_on_a_new_connection():
             await client.ping()
             (pooled,) = client.connection_pool._available_connections
             await reset_while_idle(server, pooled)
-            assert await client.ping() is True
+            await command(client)
             assert server.connections == 2
+            assert server.stored == stored
         finally:
             await client.aclose()
 

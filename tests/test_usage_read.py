@@ -14,18 +14,26 @@ from proxy_service.routes.usage import read_cells, usage_report
 from shared.redis_names import usage_watermark
 from shared.usage import Tally
 from shared.usage_layout import bucket_key
-from shared.usage_query import build_query
+from shared.usage_query import UsageQuery, build_query
 from tests.usage_data import HOUR, assert_matches, expected_report, lines_of, random_records
 
 START = (1_780_000_000_000 // HOUR) * HOUR
 RECORDS = random_records(1500, seed=11, start_ms=START, hours=96)
-QUERY = build_query(
-    since=str(START // 1000),
-    until=str((START + 96 * HOUR) // 1000),
-    group_by="day,model",
-    filters={},
-    now_ms=START + 200 * HOUR,
-)
+UNTIL = START + 96 * HOUR
+
+
+def window_query(since_ms: int, group_by: str, filters: dict) -> UsageQuery:
+    """The query from `since_ms` to UNTIL, asked long after (START + 200 h)."""
+    return build_query(
+        since=str(since_ms // 1000),
+        until=str(UNTIL // 1000),
+        group_by=group_by,
+        filters=filters,
+        now_ms=START + 200 * HOUR,
+    )
+
+
+QUERY = window_query(START, "day,model", {})
 
 
 @pytest.fixture
@@ -98,21 +106,14 @@ async def test_a_question_about_one_dimension_reads_its_projection_and_the_same_
     path.write_bytes(b"".join(lines_of(RECORDS)))
     redis = Redis.from_url(redis_url)
     await Rollup(redis, path, 3650).catch_up()
-    until = START + 96 * HOUR
-    query = build_query(
-        since=str(PLAIN_START // 1000),
-        until=str(until // 1000),
-        group_by=group_by,
-        filters=filters,
-        now_ms=START + 200 * HOUR,
-    )
+    query = window_query(PLAIN_START, group_by, filters)
     assert query.projection() == projection
     if projection is not None:
         day = (START + 24 * HOUR) // (24 * HOUR)
         assert await redis.exists(bucket_key((projection, day))), "the rollup wrote it"
     report = query.report(query.fold(await read_cells(redis, query), Tally.add_fields))
     expected = expected_report(
-        RECORDS, since_ms=PLAIN_START, until_ms=until, group_by=group_by, filters=filters
+        RECORDS, since_ms=PLAIN_START, until_ms=UNTIL, group_by=group_by, filters=filters
     )
     assert_matches(report, expected)
     await redis.aclose()
@@ -179,21 +180,14 @@ async def test_three_shards_aggregates_add_up_to_a_recount_of_all_their_files(
     redis, directory = sharded
     count_late_lines(directory)
     assert await Rollup(redis, shard_path(directory, 1), 3650, shard=1).catch_up() == LATE
-    until = START + 96 * HOUR
-    query = build_query(
-        since=str(since // 1000),
-        until=str(until // 1000),
-        group_by=group_by,
-        filters=filters,
-        now_ms=START + 200 * HOUR,
-    )
+    query = window_query(since, group_by, filters)
     report = await usage_report(redis, query, SHARDS)
     expected = expected_report(
-        ALL_RECORDS, since_ms=since, until_ms=until, group_by=group_by, filters=filters
+        ALL_RECORDS, since_ms=since, until_ms=UNTIL, group_by=group_by, filters=filters
     )
     assert_matches(report, expected)
     shard_0 = expected_report(
-        SHARD_RECORDS[0], since_ms=since, until_ms=until, group_by=group_by, filters=filters
+        SHARD_RECORDS[0], since_ms=since, until_ms=UNTIL, group_by=group_by, filters=filters
     )
     assert_matches(await usage_report(redis, query), shard_0)  # one shard: shard 0's alone
 
@@ -222,7 +216,6 @@ async def test_a_watermark_moved_during_the_read_rereads_that_shard_only(sharded
     finally:
         redis.get = real_get
     assert counted_during == [LATE]
-    until = START + 96 * HOUR
-    expected = expected_report(ALL_RECORDS, since_ms=START, until_ms=until, group_by="day,model")
+    expected = expected_report(ALL_RECORDS, since_ms=START, until_ms=UNTIL, group_by="day,model")
     assert_matches(report, expected)
     assert checks == [usage_watermark(shard) for shard in (0, 1, 1, 2)]
